@@ -1,0 +1,1 @@
+"""Ray Tune searches over penalty weights and stage schedules."""

@@ -95,6 +95,16 @@ def _grid_side(cells: int) -> int:
     return n
 
 
+def route_costs(allowed: np.ndarray, costs: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Cheapest route cost per sample using only ``allowed`` cells (float32, +inf where none)."""
+    allowed = np.atleast_2d(allowed)
+    costs = np.atleast_2d(costs)
+    icost = np.where(allowed & np.isfinite(costs), costs, -1).astype(np.int32)
+    out = np.empty(len(icost), np.int64)
+    _optimal_kernel(icost, np.asarray(start, np.int64), np.asarray(end, np.int64), _grid_side(icost.shape[1]), out)
+    return np.where(out >= 0, out, np.inf).astype(np.float32)
+
+
 def optimal_costs(costs: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """Optimal route cost per sample (+inf where no route exists)."""
     icost = _integer_costs(np.atleast_2d(costs))

@@ -1,0 +1,97 @@
+"""Model configuration: one validated pydantic object, plus named presets.
+
+The fields follow the HRM paper (arXiv 2506.21734) and its ACT v1 model; the grid-specific ones
+(``max_grid``, ``num_vehicles``) describe the routing task. Every field is documented so the CLIs
+can print ``ModelConfig.model_json_schema()`` as help.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ModelConfig(BaseModel):
+    """Hyper-parameters of the Hierarchical Reasoning Model with adaptive computation time."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    hidden_size: int = Field(512, ge=8, description="Width of every token state (zH, zL, embeddings).")
+    num_heads: int = Field(8, ge=1, description="Attention heads per block; hidden_size / num_heads is the head dim.")
+    expansion: float = Field(
+        4.0, gt=0, description="SwiGLU width factor; the inner width is 2/3 * expansion * hidden, rounded up to 256."
+    )
+    h_layers: int = Field(4, ge=1, description="Post-norm Transformer blocks in the slow, high-level module H.")
+    l_layers: int = Field(4, ge=1, description="Post-norm Transformer blocks in the fast, low-level module L.")
+    h_cycles: int = Field(2, ge=1, description="H updates per ACT segment.")
+    l_cycles: int = Field(2, ge=1, description="L updates per H update.")
+    halt_max_steps: int = Field(
+        16, ge=1, description="Most ACT segments a sample may run; evaluation runs all of them."
+    )
+    halt_exploration_prob: float = Field(
+        0.1, ge=0.0, le=1.0, description="Chance that a sample gets a random minimum of 2..halt_max_steps segments."
+    )
+    max_grid: int = Field(
+        40, ge=1, description="Largest grid side N the model accepts (rotary tables are built per N)."
+    )
+    vocab_size: int = Field(42, ge=2, description="Number of token ids (oracle.vocab.VOCAB_SIZE).")
+    num_vehicles: int = Field(4, ge=1, description="Number of vehicle kinds; each has a learned prefix embedding.")
+    full_backprop: bool = Field(
+        False,
+        description="False: HRM one-step gradient (only the last L and H call of a segment get gradients). "
+        "True: backpropagate through every cycle of the segment (TRM style).",
+    )
+    ema_decay: float | None = Field(
+        None, gt=0.0, lt=1.0, description="Decay of the exponential moving average of weights (TRM); None = off."
+    )
+    forward_dtype: Literal["bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Autocast dtype on CUDA; on CPU the model always runs in float32."
+    )
+    rms_norm_eps: float = Field(1e-5, gt=0.0, description="Epsilon of the weightless RMSNorm.")
+    rope_theta: float = Field(10000.0, gt=1.0, description="Base of the rotary frequencies (per grid axis).")
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> "ModelConfig":
+        if self.hidden_size % self.num_heads != 0:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        head_dim = self.hidden_size // self.num_heads
+        # 2-D rotary: half the head dims rotate with the row, half with the column, in pairs.
+        if head_dim % 4 != 0:
+            raise ValueError(f"head dim {head_dim} must be a multiple of 4 for the 2-D rotary embedding")
+        return self
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    # About 1M parameters: trains on a laptop CPU. Fewer ACT segments keep evaluation cheap.
+    "cpu": ModelConfig(
+        hidden_size=128,
+        num_heads=4,
+        h_layers=2,
+        l_layers=2,
+        h_cycles=2,
+        l_cycles=2,
+        halt_max_steps=8,
+    ),
+    # The paper's model: 27M parameters, 4+4 blocks of width 512, 2x2 cycles, up to 16 segments.
+    "paper": ModelConfig(
+        hidden_size=512,
+        num_heads=8,
+        h_layers=4,
+        l_layers=4,
+        h_cycles=2,
+        l_cycles=2,
+        halt_max_steps=16,
+    ),
+}
+
+
+def model_preset(name: str, **overrides: object) -> ModelConfig:
+    """A copy of preset ``name`` with ``overrides`` applied (and validated)."""
+    if name not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; known presets: {sorted(MODEL_PRESETS)}")
+    return ModelConfig(**{**MODEL_PRESETS[name].model_dump(), **overrides})

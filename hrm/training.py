@@ -8,7 +8,7 @@ uses "valid and optimal route" as the q_halt target, and takes one optimizer ste
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 
@@ -37,11 +37,14 @@ def train_step(
     lr: float,
     ema: Optional[EMA] = None,
     grad_clip: Optional[float] = 1.0,
+    all_finite: Optional[Callable[[bool], bool]] = None,
 ) -> tuple[HRMCarry, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """One segment, loss, backward and optimizer step.
 
     Returns the new carry, the loss terms (detached scalars) and the per-sample metrics of the
-    samples the step trained on. A non-finite loss skips the update (``logs["skipped"] = 1``).
+    samples the step trained on. A non-finite loss skips the update (``logs["skipped"] = 1``);
+    under data parallelism ``all_finite`` turns the local verdict into the verdict of every rank,
+    so all ranks skip together (a lone skip would leave the others waiting in backward).
     """
     model.train()
     carry, outputs = model(carry, batch)
@@ -50,6 +53,8 @@ def train_step(
     loss, logs = act_loss(outputs, data, metrics["optimal"].bool(), weights)
     optimizer.zero_grad(set_to_none=True)
     finite = bool(torch.isfinite(loss))
+    if all_finite is not None:
+        finite = all_finite(finite)
     logs["skipped"] = torch.tensor(0.0 if finite else 1.0)
     if finite:
         loss.backward()

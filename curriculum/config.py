@@ -1,0 +1,182 @@
+"""The whole run as validated pydantic models: model, train, curriculum, scaling, tracking.
+
+Defaults live in one place, ``curriculum.presets``; these models only say what a valid run is.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hrm.config import ModelConfig
+from hrm.losses import PenaltyWeights
+from hrm.metrics import METRIC_NAMES
+from oracle.spec import MAX_SIZE, MIN_SIZE, TaskSpec
+
+GateMetric = Literal["connectivity", "valid_route", "optimal", "exact", "path_f1", "valid"]
+_STRICT = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+class TrainConfig(BaseModel):
+    """Optimisation and evaluation cadence."""
+
+    model_config = _STRICT
+
+    batch_size: int = Field(ge=1, le=65536, description="Samples per optimizer step on each worker.")
+    lr: float = Field(gt=0, le=1.0, description="Peak learning rate of AdamATan2.")
+    lr_min_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="Final lr / peak lr of a cosine decay over max_steps (1 = constant, HRM)."
+    )
+    warmup_steps: int = Field(ge=0, description="Linear learning-rate warm-up steps.")
+    weight_decay: float = Field(ge=0, description="Decoupled weight decay.")
+    grad_clip: Optional[float] = Field(1.0, gt=0, description="Clip the gradient norm to this (None = off).")
+    max_steps: int = Field(ge=1, description="Optimizer steps for the whole run, all stages together.")
+    eval_every: int = Field(ge=1, description="Steps between evaluations (and checkpoints).")
+    eval_size: int = Field(ge=1, le=100_000, description="Held-out tasks per stage, fixed for the run.")
+    eval_batch_size: int = Field(256, ge=1, description="Held-out tasks per forward pass during evaluation.")
+    seed: int = Field(0, ge=0, lt=2**63, description="Seeds the model, the task streams and the held-out sets.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
+    torch_threads: Optional[int] = Field(
+        None, ge=1, description="CPU threads per worker for torch (None = scaling.cpus_per_worker)."
+    )
+    max_skipped_steps: int = Field(
+        20, ge=1, description="Consecutive non-finite losses after which the run stops with an error."
+    )
+
+
+class GateConfig(BaseModel):
+    """When a stage is passed: ``metric >= threshold`` and ``guard <= guard_max``, ``patience`` evaluations in a row."""
+
+    model_config = _STRICT
+
+    metric: GateMetric = Field("valid_route", description="Held-out metric that must pass the threshold.")
+    threshold: float = Field(gt=0.0, le=1.0, description="Pass mark for the metric, in (0, 1].")
+    guard_max_excess: Optional[float] = Field(
+        1.5, ge=1.0, description="Also require held-out excess <= this (None = no guard): marking "
+        "everything as path can never promote.",
+    )
+    patience: int = Field(1, ge=1, description="Consecutive passing evaluations needed.")
+
+
+class TaskKnobs(BaseModel):
+    """The stage's task distribution (``oracle.TaskSpec`` without the size)."""
+
+    model_config = _STRICT
+
+    min_distance: Optional[int] = Field(None, ge=1, description="Smallest start-end Manhattan distance (None = N // 2).")
+    max_distance: Optional[int] = Field(None, ge=1, description="Largest start-end Manhattan distance (None = 2(N-1)).")
+    traffic_scale: float = Field(1.0, ge=0.0, le=2.5, description="Multiplier on jam and closure probabilities.")
+    vehicle_mix: tuple[float, float, float, float] = Field(
+        (1.0, 1.0, 1.0, 1.0), description="Relative weights of bike, car, van, truck."
+    )
+    obstacle_density: float = Field(0.08, ge=0.0, le=0.5, description="Share of the area covered by parks.")
+
+
+class StageConfig(BaseModel):
+    """One rung of the ladder."""
+
+    model_config = _STRICT
+
+    size: int = Field(ge=MIN_SIZE, le=MAX_SIZE, description="Grid side N of this stage's tasks.")
+    task: TaskKnobs = Field(default_factory=TaskKnobs, description="Task distribution knobs.")
+    gate: GateConfig = Field(description="Promotion gate.")
+    min_steps: int = Field(0, ge=0, description="Steps to spend in the stage before it may promote.")
+    max_steps: int = Field(ge=1, description="Steps after which a stage that has not passed stalls the run.")
+    penalties: PenaltyWeights = Field(default_factory=PenaltyWeights, description="Loss penalty weights.")
+    replay: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of each batch drawn from earlier stages (embedded in this grid)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> "StageConfig":
+        if self.min_steps > self.max_steps:
+            raise ValueError(f"min_steps {self.min_steps} exceeds max_steps {self.max_steps}")
+        self.task_spec()  # distance range must fit the grid
+        return self
+
+    def task_spec(self) -> TaskSpec:
+        return TaskSpec(size=self.size, **self.task.model_dump())
+
+
+class BackoffConfig(BaseModel):
+    """Return to the previous stage when the gate metric collapses."""
+
+    model_config = _STRICT
+
+    enabled: bool = Field(False, description="Allow stepping back a stage.")
+    collapse_below: float = Field(0.1, ge=0.0, lt=1.0, description="Gate metric below this counts as a collapse.")
+    patience: int = Field(3, ge=1, description="Consecutive collapsed evaluations before stepping back.")
+    min_steps: int = Field(0, ge=0, description="Steps in a stage before a back-off is considered.")
+
+
+class CurriculumConfig(BaseModel):
+    """The ladder of stages, smallest grid first."""
+
+    model_config = _STRICT
+
+    stages: list[StageConfig] = Field(min_length=1, description="Stages in order; grid sizes must not shrink.")
+    backoff: BackoffConfig = Field(default_factory=BackoffConfig, description="Optional back-off.")
+
+    @model_validator(mode="after")
+    def _ladder(self) -> "CurriculumConfig":
+        for i in range(1, len(self.stages)):
+            if self.stages[i].size < self.stages[i - 1].size:
+                raise ValueError(
+                    f"stages.{i}.size {self.stages[i].size} is smaller than stages.{i - 1}.size "
+                    f"{self.stages[i - 1].size}: stage sizes must not shrink"
+                )
+        return self
+
+
+class ScalingConfig(BaseModel):
+    """Workers for Ray Train (``--backend local`` runs one in-process worker)."""
+
+    model_config = _STRICT
+
+    num_workers: int = Field(1, ge=1, le=1024, description="Training workers (DDP ranks).")
+    use_gpu: bool = Field(False, description="One GPU per worker.")
+    cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker.")
+    gpus_per_worker: float = Field(1.0, ge=0, description="GPUs per worker when use_gpu.")
+    max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint (Ray FailureConfig).")
+    storage: Optional[str] = Field(
+        None, description="Shared storage for Ray checkpoints (a local path on one machine, s3://... on a cluster)."
+    )
+
+
+class TrackingConfig(BaseModel):
+    """Where the run is logged."""
+
+    model_config = _STRICT
+
+    mlflow_uri: Optional[str] = Field(
+        None, description="MLflow tracking URI (None = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
+    )
+    experiment: str = Field("hrm-curriculum", min_length=1, description="MLflow experiment name.")
+    run_name: Optional[str] = Field(None, description="MLflow run name (None = preset and time).")
+    images_per_eval: int = Field(4, ge=0, le=16, description="Held-out tasks drawn in each evaluation's PNG.")
+
+
+class RunConfig(BaseModel):
+    """A complete curriculum run."""
+
+    model_config = _STRICT
+
+    preset: str = Field("custom", description="The preset this config started from.")
+    model: ModelConfig
+    train: TrainConfig
+    curriculum: CurriculumConfig
+    scaling: ScalingConfig = Field(default_factory=ScalingConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="after")
+    def _fits(self) -> "RunConfig":
+        largest = max(stage.size for stage in self.curriculum.stages)
+        if largest > self.model.max_grid:
+            raise ValueError(f"curriculum reaches {largest}x{largest} but model.max_grid is {self.model.max_grid}")
+        if self.train.eval_size < self.scaling.num_workers:
+            raise ValueError(f"train.eval_size {self.train.eval_size} is smaller than scaling.num_workers")
+        return self
+
+
+assert set(GateMetric.__args__) <= set(METRIC_NAMES)

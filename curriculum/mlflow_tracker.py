@@ -1,0 +1,338 @@
+"""The MLflow adapter: tracking URIs, run life cycle, and a Tracker that survives an unreachable server.
+
+The only module that imports mlflow, and only inside functions, so importing it costs nothing and works
+where MLflow is not installed. Every call goes through an explicit ``MlflowClient`` (never the fluent
+``mlflow.start_run`` global state): one process may handle several runs (tests, the tuner).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Optional
+from urllib.parse import urlparse
+
+from curriculum.tracking import check_status
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+# MLflow's batch limits (mlflow.utils.validation): metrics, and params or tags, per log_batch call.
+METRICS_PER_BATCH = 1000
+PARAMS_PER_BATCH = 100
+
+# A training step must not wait minutes on a dead server (MLflow's defaults: 120 s timeout, 7 retries).
+# Retrying is done here instead, with a short backoff, and then the points are queued.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+
+LOST_METRICS_TAG = "tracking.lost_metrics"
+
+# Errors the server answers with for a request that will never succeed: retrying them is pointless.
+_PERMANENT_ERRORS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
+                     "INVALID_STATE", "BAD_REQUEST", "PERMISSION_DENIED", "UNAUTHENTICATED",
+                     "CUSTOMER_UNAUTHORIZED"}
+
+
+def resolve_tracking_uri(configured: Optional[str]) -> str:
+    """``configured``, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<absolute path of ./mlflow.db>``.
+
+    A relative SQLite path is made absolute, so that Ray workers in other working directories write to the
+    same file. The ``./mlruns`` file store (a ``file:`` URI or a plain directory path) is refused.
+    """
+    uri = configured or os.environ.get("MLFLOW_TRACKING_URI") or ""
+    if not uri:
+        return "sqlite:///" + str(Path("mlflow.db").absolute())
+    scheme = urlparse(uri).scheme
+    if scheme in ("", "file"):
+        raise ValueError(f"{uri!r} is a file store, which is not supported with MLflow 3; "
+                         "use sqlite:///path/to/mlflow.db or http(s)://host:port")
+    if scheme == "sqlite":
+        path, sep, query = uri[len("sqlite:///"):].partition("?")
+        if uri.startswith("sqlite:///") and path and not path.startswith("/"):
+            return "sqlite:///" + str(Path(path).absolute()) + sep + query
+    return uri
+
+
+def sqlite_path(uri: str) -> Optional[Path]:
+    """The database file of a ``sqlite:///`` URI (None for other URIs and in-memory databases)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    path = uri[len("sqlite:///"):].partition("?")[0]
+    return Path(path) if path else None
+
+
+def make_client(uri: str) -> "MlflowClient":
+    """An ``MlflowClient`` for ``uri``; for http(s) with short timeouts unless the environment sets them."""
+    if urlparse(uri).scheme in ("http", "https"):
+        for name, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def create_run(uri: str, experiment: str, run_name: Optional[str], tags: Optional[dict[str, str]] = None) -> str:
+    """Create a RUNNING run in ``experiment`` (created if missing) and return its id."""
+    from mlflow.exceptions import MlflowException
+
+    client = make_client(uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        try:
+            experiment_id = client.create_experiment(experiment, artifact_location=_artifact_location(uri))
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":  # another process created it meanwhile
+                raise
+            experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    elif found.lifecycle_stage == "deleted":
+        raise ValueError(f"MLflow experiment {experiment!r} is deleted; restore it or choose another name")
+    else:
+        experiment_id = found.experiment_id
+    run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()})
+    return run.info.run_id
+
+
+def _artifact_location(uri: str) -> Optional[str]:
+    # MLflow's default artifact root for a SQLite store is ./mlruns of whichever process opened the store
+    # first; put artifacts beside the database so that every process (and `mlflow ui`) finds them.
+    db = sqlite_path(uri)
+    return (db.absolute().parent / "mlartifacts").as_uri() if db is not None else None
+
+
+def find_run(uri: str, run_id: str) -> Optional["Run"]:
+    """The run, or None when the store has no run with that id."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return make_client(uri).get_run(run_id)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
+def run_status(uri: str, run_id: str) -> str:
+    """RUNNING, FINISHED, FAILED, KILLED or SCHEDULED; LookupError for an unknown run."""
+    run = find_run(uri, run_id)
+    if run is None:
+        raise LookupError(f"no MLflow run {run_id} at {uri}")
+    return run.info.status
+
+
+def mark_killed_if_orphaned(uri: str, run_id: str) -> bool:
+    """Call only when the run's driver is known to be gone: a run still RUNNING is set KILLED (True)."""
+    run = find_run(uri, run_id)
+    if run is None or run.info.status != "RUNNING":
+        return False
+    client = make_client(uri)
+    if "curriculum.outcome" not in run.data.tags:
+        client.set_tag(run_id, "curriculum.outcome", "killed")
+    client.set_terminated(run_id, "KILLED")
+    return True
+
+
+def reopen_run(uri: str, run_id: str) -> None:
+    """Set a run back to RUNNING (a resumed run logs into the same MLflow run)."""
+    make_client(uri).update_run(run_id, status="RUNNING")
+
+
+class MlflowTracker:
+    """A Tracker that logs into one MLflow run and never lets an unreachable server stop training.
+
+    A call that fails for a transient reason (connection refused, timeout, 5xx, a locked database) is retried
+    ``attempts`` times with a doubling backoff from ``backoff_s``; then it is queued and the tracker is
+    *degraded*: each later call first retries the queue (at most once per ``retry_interval_s``), and
+    ``finish`` retries it once more. The queue holds at most ``max_queued`` metric points; older points are
+    dropped beyond that. Dropped points, points rejected by the server and points still queued at ``finish``
+    are counted in ``lost_metrics``, reported as the run tag ``tracking.lost_metrics`` and on stderr.
+    """
+
+    def __init__(self, uri: str, run_id: str, *, attempts: int = 3, backoff_s: float = 0.25,
+                 retry_interval_s: float = 10.0, max_queued: int = 100_000) -> None:
+        self.uri, self.run_id = uri, run_id
+        self.attempts, self.backoff_s = max(1, attempts), backoff_s
+        self.retry_interval_s, self.max_queued = retry_interval_s, max_queued
+        self.client = make_client(uri)
+        self.lost_metrics = 0
+        self._reported_lost = 0
+        # Pending calls in order: (kind, payload, metric points); kind is metrics, params, tags or artifact.
+        self._queue: deque[tuple[str, object, int]] = deque()
+        self._degraded_since: Optional[float] = None
+        self._last_try = 0.0
+
+    @property
+    def queued_metrics(self) -> int:
+        """Metric points waiting for the server."""
+        return sum(points for _, _, points in self._queue)
+
+    # ------------------------------------------------------------------ Tracker
+
+    def log_params(self, params: dict[str, object]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(str(k), "None" if v is None else str(v)) for k, v in params.items()]
+        for i in range(0, len(items), PARAMS_PER_BATCH):
+            self._queue.append(("params", items[i:i + PARAMS_PER_BATCH], 0))
+        self._deliver()
+
+    def log_metrics(self, metrics: dict[str, float], step: int, timestamp: Optional[float] = None) -> None:
+        from mlflow.entities import Metric
+
+        millis = int((time.time() if timestamp is None else timestamp) * 1000)
+        items = [Metric(str(k), float(v), millis, int(step)) for k, v in metrics.items()]
+        for i in range(0, len(items), METRICS_PER_BATCH):
+            chunk = items[i:i + METRICS_PER_BATCH]
+            self._queue.append(("metrics", chunk, len(chunk)))
+        self._deliver()
+        self._trim_queue()  # only what could not be delivered counts against the limit
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = [RunTag(str(k), str(v)) for k, v in tags.items()]
+        for i in range(0, len(items), PARAMS_PER_BATCH):
+            self._queue.append(("tags", items[i:i + PARAMS_PER_BATCH], 0))
+        self._deliver()
+
+    def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
+        # A queued artifact is read when it is delivered, not now: it must not be deleted meanwhile.
+        self._queue.append(("artifact", (str(path), artifact_path), 0))
+        self._deliver()
+
+    def finish(self, status: str) -> None:
+        """Deliver what is queued, report lost points, and set the run's terminal status."""
+        check_status(status)
+        self._deliver(force=True)
+        if self._queue:
+            others = [kind for kind, _, _ in self._queue if kind != "metrics"]
+            if others:
+                _warn(f"lost {len(others)} queued params/tags/artifact calls at the end of the run")
+            self._drop(self.queued_metrics, "still queued at the end of the run")
+            self._queue.clear()
+        if self.lost_metrics > self._reported_lost:
+            self._report_lost()
+        if not self._call(lambda: self.client.set_terminated(self.run_id, status), "set the run status"):
+            _warn(f"run {self.run_id} could not be marked {status}; it stays RUNNING in MLflow")
+
+    # ------------------------------------------------------------------ delivery
+
+    def _deliver(self, force: bool = False) -> None:
+        """Send queued calls in order; stop at the first transient failure, keeping it and the rest queued."""
+        if self._degraded_since is not None and not force:
+            if time.monotonic() - self._last_try < self.retry_interval_s:
+                return
+        was_degraded = self._degraded_since is not None
+        delivered = 0
+        while self._queue:
+            kind, payload, points = self._queue[0]
+            # Degraded: one probe per call, so a dead server costs one timeout, not attempts x timeout.
+            tries = 1 if self._degraded_since is not None and not force else self.attempts
+            outcome = self._send(kind, payload, tries)
+            if outcome == "retry":
+                if self._degraded_since is None:
+                    self._degraded_since = time.monotonic()
+                    _warn(f"MLflow at {self.uri} is unreachable; queuing tracking calls and retrying later")
+                return
+            self._queue.popleft()
+            if outcome == "rejected":
+                self._drop(points, f"rejected by MLflow ({kind})")
+            else:
+                delivered += points
+        self._degraded_since = None
+        if was_degraded:
+            _warn(f"MLflow at {self.uri} is reachable again; delivered {delivered} queued metric points")
+        if self.lost_metrics > self._reported_lost:
+            self._report_lost()
+
+    def _send(self, kind: str, payload: object, tries: int) -> str:
+        """``ok``, ``rejected`` (permanent error, dropped) or ``retry`` (transient error, keep queued)."""
+        def call() -> None:
+            if kind == "metrics":
+                self.client.log_batch(self.run_id, metrics=payload, synchronous=True)
+            elif kind == "params":
+                self.client.log_batch(self.run_id, params=payload, synchronous=True)
+            elif kind == "tags":
+                self.client.log_batch(self.run_id, tags=payload, synchronous=True)
+            else:
+                path, artifact_path = payload
+                if Path(path).is_dir():
+                    self.client.log_artifacts(self.run_id, path, artifact_path)
+                else:
+                    self.client.log_artifact(self.run_id, path, artifact_path)
+
+        for attempt in range(tries):
+            self._last_try = time.monotonic()
+            try:
+                call()
+                return "ok"
+            except Exception as exc:  # noqa: BLE001 - logging must never stop training
+                if _is_permanent(exc):
+                    _warn(f"MLflow refused to log {kind}: {_first_line(exc)}")
+                    return "rejected"
+                if attempt + 1 < tries:
+                    time.sleep(self.backoff_s * 2 ** attempt)
+        return "retry"
+
+    def _call(self, fn: Callable[[], object], what: str) -> bool:
+        """Run one request with the retry policy; True when it went through."""
+        for attempt in range(self.attempts):
+            try:
+                fn()
+                return True
+            except Exception as exc:  # noqa: BLE001 - logging must never stop training
+                if _is_permanent(exc) or attempt + 1 == self.attempts:
+                    _warn(f"could not {what} in MLflow: {_first_line(exc)}")
+                    return False
+                time.sleep(self.backoff_s * 2 ** attempt)
+        return False
+
+    def _trim_queue(self) -> None:
+        """Drop the oldest metric chunks (never params, tags or artifacts) beyond ``max_queued`` points."""
+        excess = self.queued_metrics - self.max_queued
+        if excess <= 0:
+            return
+        kept: deque[tuple[str, object, int]] = deque()
+        dropped = 0
+        for item in self._queue:
+            kind, payload, points = item
+            if kind == "metrics" and excess > 0:
+                cut = min(points, excess)
+                excess -= cut
+                dropped += cut
+                if cut < points:
+                    kept.append((kind, payload[cut:], points - cut))
+            else:
+                kept.append(item)
+        self._queue = kept
+        self._drop(dropped, f"over the queue limit of {self.max_queued} points")
+
+    def _drop(self, points: int, why: str) -> None:
+        if points:
+            self.lost_metrics += points
+            _warn(f"lost {points} metric points ({why}); {self.lost_metrics} lost in this run so far")
+
+    def _report_lost(self) -> None:
+        if self._call(lambda: self.client.set_tag(self.run_id, LOST_METRICS_TAG, str(self.lost_metrics)),
+                      f"set the tag {LOST_METRICS_TAG}"):
+            self._reported_lost = self.lost_metrics
+
+
+def _is_permanent(exc: Exception) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(exc, MlflowException):
+        return exc.error_code in _PERMANENT_ERRORS
+    return isinstance(exc, (FileNotFoundError, IsADirectoryError, TypeError, ValueError))
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def _warn(message: str) -> None:
+    print(f"tracking: warning: {message}", file=sys.stderr, flush=True)

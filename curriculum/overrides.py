@@ -1,0 +1,98 @@
+"""Building a ``RunConfig``: preset, then an optional YAML file, then dotted ``key=value`` overrides.
+
+Overrides use HRM's Hydra habit: ``train.lr=3e-4``, ``curriculum.stages.0.gate.threshold=0.9``,
+``model.full_backprop=true``. Values are parsed as YAML scalars (numbers, booleans, null, lists).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import yaml
+from pydantic import ValidationError
+
+from curriculum.config import RunConfig
+from curriculum.presets import PRESET_NAMES, preset_dict
+from oracle.cli_errors import UsageError, describe_validation_error
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    """``update`` laid over ``base``: mappings merge key by key, everything else is replaced."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"a.b.0=1e-3"`` -> (["a", "b", "0"], 0.001)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise UsageError(f"override {text!r} is not of the form key.path=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        raise UsageError(f"override {key}: cannot parse value {raw!r}") from None
+    return key.split("."), value
+
+
+def apply_override(config: dict, path: list[str], value: Any) -> None:
+    """Set ``value`` at ``path`` inside ``config`` (list items by index); UsageError names a bad path."""
+    node: Any = config
+    for depth, part in enumerate(path[:-1]):
+        where = ".".join(path[: depth + 1])
+        if isinstance(node, list):
+            node = node[_index(part, node, where)]
+        elif isinstance(node, dict):
+            if part not in node or node[part] is None:
+                node[part] = {}
+            node = node[part]
+        else:
+            raise UsageError(f"override {'.'.join(path)}: {'.'.join(path[:depth])} is not a mapping")
+    last = path[-1]
+    if isinstance(node, list):
+        node[_index(last, node, ".".join(path))] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise UsageError(f"override {'.'.join(path)}: {'.'.join(path[:-1])} is not a mapping")
+
+
+def _index(part: str, items: list, where: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise UsageError(f"{where}: no such list item (there are {len(items)})")
+    return int(part)
+
+
+def load_yaml_config(path: Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"config file {path}: not valid YAML ({type(exc).__name__})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"config file {path}: top level must be a mapping, not {type(data).__name__}")
+    return data
+
+
+def build_config(preset: Optional[str] = None, config_file: Optional[Path] = None,
+                 overrides: Sequence[str] = ()) -> RunConfig:
+    """Validate preset + file + overrides into a ``RunConfig``; every problem is a one-line UsageError."""
+    file_data = load_yaml_config(config_file) if config_file else {}
+    name = preset or file_data.get("preset") or "tiny"
+    if name not in PRESET_NAMES:
+        raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+    raw = deep_merge(preset_dict(name), file_data)
+    raw["preset"] = name
+    for text in overrides:
+        apply_override(raw, *parse_override(text))
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise UsageError(describe_validation_error(exc)) from None

@@ -1,0 +1,88 @@
+"""Named starting points for a run: the one source of defaults.
+
+- ``smoke``: plumbing check in minutes on 2 CPU cores: a tiny model, 8×8 then 10×10, low gates so
+  that a promotion happens.
+- ``tiny``: the laptop default: a small CPU model and real gates (valid_route >= 0.8, excess <= 1.5)
+  on the ladder 10, 20, 30, 40.
+- ``gpu``: one GPU, the full ladder 10 → 40 with a larger model in bf16.
+- ``paper``: the paper's 27M-parameter HRM on a multi-GPU cluster.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from hrm.config import MODEL_PRESETS
+
+PRESET_NAMES = ("smoke", "tiny", "gpu", "paper")
+
+
+def _stage(size: int, threshold: float, max_steps: int, *, metric: str = "valid_route", patience: int = 2,
+           min_steps: int = 0, replay: float = 0.0, **task: Any) -> dict:
+    return {
+        "size": size,
+        "task": task,
+        "gate": {"metric": metric, "threshold": threshold, "patience": patience},
+        "min_steps": min_steps,
+        "max_steps": max_steps,
+        "replay": replay,
+    }
+
+
+_PRESETS: dict[str, dict] = {
+    "smoke": {
+        "model": {"hidden_size": 32, "num_heads": 2, "h_layers": 1, "l_layers": 1, "h_cycles": 1, "l_cycles": 1,
+                  "halt_max_steps": 2, "max_grid": 40},
+        "train": {"batch_size": 16, "lr": 3e-3, "warmup_steps": 10, "weight_decay": 0.1, "max_steps": 240,
+                  "eval_every": 20, "eval_size": 64, "eval_batch_size": 64},
+        "curriculum": {"stages": [
+            _stage(8, 0.4, 160, metric="connectivity", patience=2, min_distance=1, max_distance=2),
+            _stage(10, 0.15, 160, metric="connectivity", patience=2, min_distance=1, max_distance=3, replay=0.25),
+        ]},
+        "tracking": {"images_per_eval": 2},
+    },
+    "tiny": {
+        "model": {**MODEL_PRESETS["cpu"].model_dump(), "halt_max_steps": 2},
+        "train": {"batch_size": 32, "lr": 2e-3, "lr_min_ratio": 1.0, "warmup_steps": 100, "weight_decay": 0.1,
+                  "max_steps": 20_000, "eval_every": 100, "eval_size": 256},
+        "curriculum": {"stages": [
+            _stage(10, 0.8, 8_000),
+            _stage(20, 0.8, 8_000, replay=0.1),
+            _stage(30, 0.8, 8_000, replay=0.1),
+            _stage(40, 0.8, 8_000, replay=0.1),
+        ]},
+    },
+    "gpu": {
+        "model": {"hidden_size": 256, "num_heads": 4, "h_layers": 2, "l_layers": 2, "h_cycles": 2, "l_cycles": 2,
+                  "halt_max_steps": 4},
+        "train": {"batch_size": 256, "lr": 1e-3, "warmup_steps": 200, "weight_decay": 0.1, "max_steps": 40_000,
+                  "eval_every": 250, "eval_size": 1024, "device": "cuda"},
+        "curriculum": {"stages": [
+            _stage(10, 0.9, 10_000),
+            _stage(20, 0.9, 10_000, replay=0.1),
+            _stage(30, 0.9, 10_000, replay=0.1),
+            _stage(40, 0.9, 10_000, replay=0.1),
+        ]},
+        "scaling": {"num_workers": 1, "use_gpu": True, "cpus_per_worker": 4},
+    },
+    "paper": {
+        "model": MODEL_PRESETS["paper"].model_dump(),
+        "train": {"batch_size": 96, "lr": 1e-4, "warmup_steps": 2000, "weight_decay": 1.0, "max_steps": 100_000,
+                  "eval_every": 1000, "eval_size": 2048, "device": "cuda"},
+        "curriculum": {"stages": [
+            _stage(10, 0.95, 25_000),
+            _stage(20, 0.95, 25_000, replay=0.1),
+            _stage(30, 0.95, 25_000, replay=0.1),
+            _stage(40, 0.95, 25_000, replay=0.1),
+        ]},
+        "scaling": {"num_workers": 8, "use_gpu": True, "cpus_per_worker": 4},
+    },
+}
+
+
+def preset_dict(name: str) -> dict:
+    """A fresh, mutable copy of the preset's raw config (validate it with ``RunConfig``)."""
+    if name not in _PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
+    return {"preset": name, **copy.deepcopy(_PRESETS[name])}

@@ -1,0 +1,151 @@
+"""Ray Train adapter: runs ``run_curriculum`` in ``TorchTrainer`` workers (Train V2 API).
+
+The driver builds a ``TorchTrainer`` with one worker per ``scaling.num_workers`` (DDP over gloo on
+CPU, NCCL on GPU), restarts the worker group from the last reported checkpoint on failure
+(``FailureConfig``), and prints rank 0's console lines, which travel through a Ray queue so Ray's
+own worker logs can stay out of the terminal.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Optional
+
+from curriculum.config import RunConfig
+from curriculum.context import WorkerContext
+from curriculum.loop import RunOutcome, run_curriculum
+
+_DONE = "\x00done"
+
+
+def _worker(loop_config: dict) -> None:
+    """Entry point of every Ray Train worker."""
+    import ray.train
+    import ray.train.torch
+    import torch
+    import torch.distributed as dist
+
+    from curriculum.checkpoint import latest_checkpoint
+    from curriculum.tracking import FileTracker, MultiTracker, NullTracker
+
+    config = RunConfig.model_validate_json(loop_config["config"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    run_dir = Path(loop_config["run_dir"])
+    queue = loop_config.get("console")
+
+    restore = loop_config.get("resume_from")
+    restart = ray.train.get_checkpoint()
+    staging = None
+    if restart is not None:  # a restart after a failure: Ray hands back the last reported checkpoint
+        staging = Path(tempfile.mkdtemp(prefix="restore-"))
+        restart.to_directory(str(staging))
+        restore = str(latest_checkpoint(staging))
+
+    def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+        if world > 1:
+            tensor = tensor.to(device)
+            dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+        return tensor
+
+    def report(metrics: dict, checkpoint_file: Optional[Path]) -> None:
+        if checkpoint_file is None:
+            ray.train.report(metrics)
+            return
+        with tempfile.TemporaryDirectory(prefix="report-", dir=checkpoint_file.parent) as tmp:
+            os.link(checkpoint_file, Path(tmp) / checkpoint_file.name)  # same filesystem: no copy
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        if queue is not None:
+            queue.put(line)
+
+    tracker = NullTracker()
+    if rank == 0:
+        trackers = [FileTracker(run_dir)]
+        if loop_config.get("run_id"):
+            from curriculum.mlflow_tracker import MlflowTracker
+
+            trackers.insert(0, MlflowTracker(loop_config["tracking_uri"], loop_config["run_id"]))
+        tracker = MultiTracker(*trackers)
+    ctx = WorkerContext(rank=rank, world_size=world, device=device, all_reduce_sum=all_reduce_sum,
+                        wrap_model=ray.train.torch.prepare_model, report=report,
+                        restore_from=Path(restore) if restore else None, say=say, interactive=False)
+    try:
+        outcome = run_curriculum(config, ctx, tracker, run_dir, loop_config.get("run_id"))
+        # Delivers metrics queued during a tracking-server outage and closes the file log.
+        tracker.finish("KILLED" if outcome.outcome == "killed" else "FINISHED")
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+    # A last report carries the outcome back to the driver (every rank must report). The driver
+    # reads the metrics of the newest checkpoint, so rank 0 attaches its last checkpoint again.
+    last = latest_checkpoint(run_dir / "checkpoints") if rank == 0 else None
+    report({"final": True, **outcome.to_json()}, last)
+
+
+def run_with_ray(config: RunConfig, run_dir: Path, run_id: Optional[str], tracking_uri: Optional[str],
+                 address: Optional[str], resume_from: Optional[Path], say=print) -> RunOutcome:
+    """Fit the curriculum with Ray Train; returns the outcome reported by rank 0."""
+    import ray
+    from ray.train import FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.util.queue import Queue
+
+    if not ray.is_initialized():
+        ray.init(address=address, logging_level="WARNING", log_to_driver=False,
+                 configure_logging=True, include_dashboard=False)
+    scaling = config.scaling
+    resources = {"CPU": scaling.cpus_per_worker}
+    if scaling.use_gpu:
+        resources["GPU"] = scaling.gpus_per_worker
+    console = Queue()
+    storage = scaling.storage or str((run_dir / "ray").absolute())
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={
+            "config": config.model_dump_json(), "run_dir": str(run_dir.absolute()), "run_id": run_id,
+            "tracking_uri": tracking_uri, "resume_from": str(resume_from) if resume_from else None,
+            "console": console,
+        },
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RayRunConfig(name=run_dir.name, storage_path=storage,
+                                failure_config=FailureConfig(max_failures=scaling.max_failures)),
+    )
+    stop = threading.Event()
+
+    def pump() -> None:
+        while not stop.is_set():
+            try:
+                line = console.get(timeout=0.5)
+            except Exception:  # queue.Empty or the queue actor going away at shutdown
+                continue
+            say(line)
+
+    printer = threading.Thread(target=pump, daemon=True)
+    printer.start()
+    try:
+        result = trainer.fit()
+    finally:
+        while True:  # drain what is left
+            try:
+                say(console.get(timeout=0.2))
+            except Exception:
+                break
+        stop.set()
+        printer.join(timeout=2)
+    if result.error is not None:
+        raise result.error
+    final = result.metrics or {}
+    return RunOutcome(outcome=final.get("outcome", "failed"), step=int(final.get("step", 0)),
+                      stage=int(final.get("stage", 0)), transitions=list(final.get("transitions", [])),
+                      final_metrics=dict(final.get("final_metrics", {})),
+                      stage_seconds=list(final.get("stage_seconds", [])),
+                      stage_steps=list(final.get("stage_steps", [])))

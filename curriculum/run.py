@@ -1,0 +1,199 @@
+"""``python -m curriculum.run``: train HRM through the curriculum, logged to MLflow.
+
+    python -m curriculum.run [--preset NAME] [--config FILE.yaml] [--run-dir DIR] [--resume DIR]
+                             [--backend ray|local] [--address ADDR] [key.path=value ...]
+
+No arguments: the ``tiny`` preset on a local Ray instance, MLflow at sqlite:///mlflow.db in the
+working directory (unless MLFLOW_TRACKING_URI says otherwise). ``--address auto`` or RAY_ADDRESS
+joins an existing cluster. Bad arguments or config values: one line naming the problem, exit 2,
+nothing created.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+from curriculum.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from curriculum.config import RunConfig
+from curriculum.overrides import build_config
+from curriculum.presets import PRESET_NAMES
+from curriculum.summary import summary_table
+from oracle.cli_errors import OneLineParser, UsageError, run_cli
+
+PROG = "python -m curriculum.run"
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=PRESET_NAMES, help="starting point (default tiny)")
+    parser.add_argument("--config", type=Path, help="YAML file laid over the preset")
+    parser.add_argument("--run-dir", type=Path, help="where checkpoints and pictures go (default runs/<name>)")
+    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    parser.add_argument("--backend", choices=("ray", "local"), default="ray",
+                        help="ray (Ray Train workers, default) or local (in-process, no Ray)")
+    parser.add_argument("--address", help="Ray cluster address (auto = the running cluster; default: RAY_ADDRESS "
+                                          "or a new local instance)")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
+    return parser
+
+
+def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
+    """Config, run directory and (when resuming) the saved run record; raises UsageError."""
+    if args.resume is not None:
+        if args.preset or args.config:
+            raise UsageError("--resume takes the run's saved config; give only key=value overrides with it")
+        run_dir = args.resume
+        saved_config = run_dir / "config.json"
+        record_path = run_dir / "run.json"
+        for path in (saved_config, record_path):
+            if not path.is_file():
+                raise UsageError(f"--resume {run_dir}: missing {path.name} (not a run directory)")
+        checkpoint = latest_checkpoint(run_dir / "checkpoints")
+        if checkpoint is None:
+            raise UsageError(f"--resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
+        try:
+            load_checkpoint(checkpoint)
+        except CheckpointError as exc:
+            raise UsageError(str(exc)) from None
+        base = json.loads(saved_config.read_text())
+        config = build_config(base["preset"], None, [])  # validates the preset name
+        from curriculum.overrides import apply_override, parse_override
+
+        for text in args.overrides:
+            apply_override(base, *parse_override(text))
+        try:
+            config = RunConfig.model_validate(base)
+        except Exception as exc:
+            from pydantic import ValidationError
+
+            from oracle.cli_errors import describe_validation_error
+
+            if isinstance(exc, ValidationError):
+                raise UsageError(describe_validation_error(exc)) from None
+            raise
+        return config, run_dir, json.loads(record_path.read_text())
+    config = build_config(args.preset, args.config, args.overrides)
+    run_dir = args.run_dir or Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"--run-dir {run_dir} already holds files (use --resume {run_dir} to continue it)")
+    return config, run_dir, None
+
+
+class _StopFlag:
+    """First Ctrl-C: finish the current step, checkpoint, stop. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+
+    def __call__(self, signum, frame) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+        self.set = True
+        print("\ninterrupt: finishing the current step and writing a checkpoint (Ctrl-C again to abort)",
+              file=sys.stderr)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    config, run_dir, record = _resolve(args)
+    from curriculum.mlflow_tracker import resolve_tracking_uri
+
+    try:
+        uri = record["tracking_uri"] if record else resolve_tracking_uri(config.tracking.mlflow_uri)
+    except ValueError as exc:
+        raise UsageError(f"tracking.mlflow_uri: {exc}") from None
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if args.backend == "local" and args.address:
+        raise UsageError("--address needs --backend ray")
+
+    # Nothing was created before this point.
+    from curriculum.mlflow_tracker import create_run, mark_killed_if_orphaned, reopen_run
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if record is None:
+        run_name = config.tracking.run_name or f"{config.preset}-{run_dir.name}"
+        run_id = create_run(uri, config.tracking.experiment, run_name,
+                            {"curriculum.preset": config.preset, "curriculum.backend": args.backend,
+                             "curriculum.run_dir": str(run_dir.absolute())})
+        (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+        record = {"run_id": run_id, "tracking_uri": uri, "experiment": config.tracking.experiment}
+        (run_dir / "run.json").write_text(json.dumps(record, indent=2))
+        resume_from = None
+        print(f"run {run_id} ({config.preset}) in {run_dir}; MLflow: {uri}, experiment {config.tracking.experiment}")
+    else:
+        run_id = record["run_id"]
+        if mark_killed_if_orphaned(uri, run_id):
+            print(f"run {run_id} was left RUNNING by a driver that is gone: marked KILLED, now resuming it")
+        reopen_run(uri, run_id)
+        resume_from = latest_checkpoint(run_dir / "checkpoints")
+        (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+
+    stop = _StopFlag()
+    previous = signal.signal(signal.SIGINT, stop)
+    from curriculum.mlflow_tracker import MlflowTracker
+
+    status = "FAILED"
+    try:
+        if args.backend == "local":
+            outcome = _run_local(config, run_dir, run_id, uri, resume_from, stop)
+        else:
+            from curriculum.ray_backend import run_with_ray
+
+            outcome = _with_quiet_ray(lambda: run_with_ray(config, run_dir, run_id, uri, address, resume_from))
+        status = "KILLED" if outcome.outcome == "killed" else "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        print(f"{PROG}: aborted; resume with: {PROG} --resume {run_dir}", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+        print(f"{PROG}: error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+              f" (traceback in {run_dir / 'error.txt'})", file=sys.stderr)
+        return 1
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        MlflowTracker(uri, run_id).finish(status)
+    print(summary_table(config, outcome))
+    print(f"checkpoints: {run_dir / 'checkpoints'}\nMLflow: mlflow ui --backend-store-uri {uri}  "
+          f"(experiment {config.tracking.experiment}, run {run_id})")
+    if outcome.outcome == "killed":
+        print(f"stopped; resume with: {PROG} --resume {run_dir}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _with_quiet_ray(fn):
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    return fn()
+
+
+def _run_local(config: RunConfig, run_dir: Path, run_id: str, uri: str, resume_from: Optional[Path],
+               stop: _StopFlag):
+    from curriculum.context import local_context
+    from curriculum.loop import run_curriculum
+    from curriculum.mlflow_tracker import MlflowTracker
+    from curriculum.tracking import FileTracker, MultiTracker
+
+    try:
+        ctx = local_context(config.train.device, resume_from, stop_requested=lambda: stop.set)
+    except RuntimeError as exc:
+        raise UsageError(str(exc)) from None
+    tracker = MultiTracker(MlflowTracker(uri, run_id), FileTracker(run_dir))
+    try:
+        outcome = run_curriculum(config, ctx, tracker, run_dir, run_id)
+    except BaseException:
+        tracker.finish("FAILED")
+        raise
+    tracker.finish("KILLED" if outcome.outcome == "killed" else "FINISHED")
+    return outcome
+
+
+if __name__ == "__main__":
+    run_cli(main, PROG)

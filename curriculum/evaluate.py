@@ -46,7 +46,6 @@ def spec_for_size(config: RunConfig, size: int) -> TaskSpec:
 def evaluate_checkpoint(path: Path, sizes: list[int], count: int, device: str = "cpu",
                         picture_dir: Optional[Path] = None, shown: int = 4) -> dict[int, dict[str, float]]:
     """Held-out metric means per size for the model in checkpoint ``path``."""
-    import torch
 
     from curriculum.streams import stream_seed
     from hrm.batch import task_tensors

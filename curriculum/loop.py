@@ -14,7 +14,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numba
 import numpy as np
@@ -22,8 +22,9 @@ import torch
 
 from curriculum.checkpoint import load_checkpoint, save_checkpoint
 from curriculum.config import RunConfig
+from curriculum.console import StageProgress
 from curriculum.context import WorkerContext
-from curriculum.scheduler import Action, SchedulerState, count_steps, decide
+from curriculum.scheduler import Action, SchedulerState, count_steps, curriculum_score, decide
 from curriculum.streams import TaskStream, heldout_tasks, shard
 from curriculum.tracking import Tracker, flatten_config
 from hrm.batch import task_tensors
@@ -147,6 +148,8 @@ def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_
     elif ctx.is_main:
         tracker.log_params(flatten_config(config.model_dump(mode="json")))
 
+    progress = StageProgress(stages, ctx.say, ctx.interactive and ctx.is_main)
+    say = progress.say
     trained = ctx.wrap_model(model)
     stream = TaskStream(stages, train.seed + 1, ctx.rank, train.batch_size)
     averages = _TrainAverages()
@@ -181,7 +184,7 @@ def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_
             tick = time.perf_counter()
             saved = save()
             if saved is not None:
-                ctx.say(f"stopped at step {step}; checkpoint {saved}")
+                say(f"stopped at step {step}; checkpoint {saved}")
             break
         stage = state.stage
         batch = task_tensors(stream.batch(stage, step), ctx.device)
@@ -192,6 +195,7 @@ def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_
                                           train.grad_clip, all_finite)
         step += 1
         state = count_steps(state)
+        progress.update(state.stage, state.steps_in_stage)
         if float(logs["skipped"]):
             skipped_in_row += 1
             skipped_total += 1
@@ -217,13 +221,16 @@ def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_
             stage_marks.append((step, elapsed))
         last_metrics = {f"eval/{k}": v for k, v in means.items()}
         if ctx.is_main:
-            _log_evaluation(config, ctx, tracker, run_dir, step, stage, means, averages.pop(), steps_per_s,
+            _log_evaluation(config, say, tracker, run_dir, step, stage, means, averages.pop(), steps_per_s,
                             skipped_total, heldout[stage], model, ema, state, action)
         else:
             averages.pop()
-        ctx.report({"step": step, "stage": state.stage, "status": state.status, **last_metrics}, save())
+        score = curriculum_score(state, len(stages), means.get(stages[stage].gate.metric, float("nan")), action)
+        ctx.report({"step": step, "stage": state.stage, "status": state.status, "score": score, **last_metrics},
+                   save())
         tick, tick_step = time.perf_counter(), step
 
+    progress.close()
     if outcome is None:
         outcome = "finished" if state.status == "finished" else "stalled" if state.status == "stalled" else "budget"
     elapsed += time.perf_counter() - tick
@@ -248,7 +255,7 @@ def _record_decision(run_dir: Path, rank: int, step: int, stage: int, next_stage
         handle.write(json.dumps({"step": step, "stage": stage, "next_stage": next_stage, "action": action.value}) + "\n")
 
 
-def _log_evaluation(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_dir: Path, step: int, stage: int,
+def _log_evaluation(config: RunConfig, say: Callable[[str], None], tracker: Tracker, run_dir: Path, step: int, stage: int,
                     means: dict[str, float], train_means: dict[str, float], steps_per_s: float, skipped: int,
                     heldout: list, model: HRM, ema: Optional[EMA], state: SchedulerState, action: Action) -> None:
     size = config.curriculum.stages[stage].size
@@ -257,13 +264,13 @@ def _log_evaluation(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run
     metrics.update({"curriculum/stage": stage, "curriculum/grid_size": size, "perf/steps_per_s": steps_per_s,
                     "train/skipped_steps": skipped})
     tracker.log_metrics(metrics, step)
-    ctx.say(f"step {step:>6} | stage {stage} {size}x{size} | loss {train_means.get('train/loss', float('nan')):.3f}"
+    say(f"step {step:>6} | stage {stage} {size}x{size} | loss {train_means.get('train/loss', float('nan')):.3f}"
             f" | conn {means['connectivity']:.3f} | valid_route {means['valid_route']:.3f}"
             f" | optimal {means['optimal']:.3f} | excess {means['excess']:.2f} | {steps_per_s:.2f} steps/s")
     if action != Action.STAY:
         t = state.transitions[-1].model_dump(mode="json")
         tracker.set_tags({f"curriculum.transition.{len(state.transitions)}": _describe_transition(t, config)})
-        ctx.say(">>> " + _describe_transition(t, config))
+        say(">>> " + _describe_transition(t, config))
     shown = config.tracking.images_per_eval
     if shown:
         _log_routes(tracker, run_dir, step, stage, heldout[0], model, ema, shown)

@@ -1,9 +1,11 @@
 """Ray Train adapter: runs ``run_curriculum`` in ``TorchTrainer`` workers (Train V2 API).
 
-The driver builds a ``TorchTrainer`` with one worker per ``scaling.num_workers`` (DDP over gloo on
-CPU, NCCL on GPU), restarts the worker group from the last reported checkpoint on failure
-(``FailureConfig``), and prints rank 0's console lines, which travel through a Ray queue so Ray's
-own worker logs can stay out of the terminal.
+``connect`` joins (or starts) Ray and settles where checkpoints go before the run exists: a local
+path only while every node shares one host, shared storage (s3://...) otherwise
+(``curriculum.storage``). ``run_with_ray`` then builds a ``TorchTrainer`` with one worker per
+``scaling.num_workers`` (DDP over gloo on CPU, NCCL on GPU), restarts the worker group from the last
+reported checkpoint on failure (``FailureConfig``), and prints rank 0's console lines, which travel
+through a Ray queue so Ray's own worker logs can stay out of the terminal.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from typing import Optional
 from curriculum.config import RunConfig
 from curriculum.context import WorkerContext
 from curriculum.loop import RunOutcome, run_curriculum
+from curriculum.storage import StorageError, check_storage, storage_scheme, workers_fit
 
 _DONE = "\x00done"
 
 
 def _worker(loop_config: dict) -> None:
     """Entry point of every Ray Train worker."""
+    import ray
     import ray.train
     import ray.train.torch
     import torch
@@ -38,6 +42,10 @@ def _worker(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     run_dir = Path(loop_config["run_dir"])
     queue = loop_config.get("console")
+    # Which Ray node runs this rank: shows where a multi-node run placed its workers.
+    node_file = run_dir / "decisions" / f"rank-{rank}.node"
+    node_file.parent.mkdir(parents=True, exist_ok=True)
+    node_file.write_text(ray.get_runtime_context().get_node_id() + "\n")
 
     restore = loop_config.get("resume_from")
     restart = ray.train.get_checkpoint()
@@ -66,6 +74,12 @@ def _worker(loop_config: dict) -> None:
         if queue is not None:
             queue.put(line)
 
+    if rank == 0:
+        # Recorded so a supervisor (the tuner) can release it if Ray leaves it behind (ray#54305).
+        group = ray.util.get_current_placement_group()
+        if group is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "placement_group.txt").write_text(group.id.hex())
     tracker = NullTracker()
     if rank == 0:
         trackers = [FileTracker(run_dir)]
@@ -90,23 +104,51 @@ def _worker(loop_config: dict) -> None:
     report({"final": True, **outcome.to_json()}, last)
 
 
-def run_with_ray(config: RunConfig, run_dir: Path, run_id: Optional[str], tracking_uri: Optional[str],
-                 address: Optional[str], resume_from: Optional[Path], say=print) -> RunOutcome:
-    """Fit the curriculum with Ray Train; returns the outcome reported by rank 0."""
-    import ray
-    from ray.train import FailureConfig, RunConfig as RayRunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-    from ray.util.queue import Queue
-
-    if not ray.is_initialized():
-        ray.init(address=address, logging_level="WARNING", log_to_driver=False,
-                 configure_logging=True, include_dashboard=False)
+def _worker_resources(config: RunConfig) -> dict[str, float]:
     scaling = config.scaling
     resources = {"CPU": scaling.cpus_per_worker}
     if scaling.use_gpu:
         resources["GPU"] = scaling.gpus_per_worker
+    return resources
+
+
+def connect(config: RunConfig, run_dir: Path, address: Optional[str]) -> str:
+    """Join the Ray cluster at ``address`` (None: RAY_ADDRESS, the running local one, or a new one).
+
+    Returns the ``storage_path`` for Ray Train; raises ``curriculum.storage.StorageError`` when the
+    run's workers can land on several hosts but ``scaling.storage`` is a local path or unset.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        # No address: a new local instance (ray.init would otherwise join a cluster started on this machine).
+        ray.init(address=address or "local", logging_level="WARNING", log_to_driver=False,
+                 configure_logging=True, include_dashboard=False)
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    num_workers = config.scaling.num_workers
+    # Alive nodes that cannot hold every worker mean the autoscaler has to start more (other hosts).
+    fits = workers_fit([node.get("Resources", {}) for node in nodes], _worker_resources(config), num_workers)
+    if not fits and address is None:  # a local instance never grows: say what is missing
+        have = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
+        raise StorageError(
+            f"scaling: {num_workers} worker(s) x {_worker_resources(config)} do not fit on this machine "
+            f"({have}); lower scaling.num_workers or scaling.cpus_per_worker, or set scaling.use_gpu=false")
+    storage = check_storage(config.scaling.storage, [node["NodeManagerAddress"] for node in nodes], num_workers,
+                            local_default=str((run_dir / "ray").absolute()), may_add_nodes=not fits)
+    # Ray Train wants an absolute local path: its controller and workers run in other directories.
+    return storage if storage_scheme(storage) else str(Path(storage).expanduser().absolute())
+
+
+def run_with_ray(config: RunConfig, run_dir: Path, run_id: Optional[str], tracking_uri: Optional[str],
+                 storage: str, resume_from: Optional[Path], say=print) -> RunOutcome:
+    """Fit the curriculum with Ray Train on the cluster ``connect`` joined; returns rank 0's outcome."""
+    from ray.train import FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.util.queue import Queue
+
+    scaling = config.scaling
+    resources = _worker_resources(config)
     console = Queue()
-    storage = scaling.storage or str((run_dir / "ray").absolute())
     trainer = TorchTrainer(
         _worker,
         train_loop_config={

@@ -103,42 +103,55 @@ class _StopFlag:
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     config, run_dir, record = _resolve(args)
-    from curriculum.mlflow_tracker import resolve_tracking_uri
+    uri = None
+    if record is not None:
+        uri = record.get("tracking_uri")
+    elif mlflow_installed():
+        from curriculum.mlflow_tracker import resolve_tracking_uri
 
-    try:
-        uri = record["tracking_uri"] if record else resolve_tracking_uri(config.tracking.mlflow_uri)
-    except ValueError as exc:
-        raise UsageError(f"tracking.mlflow_uri: {exc}") from None
+        try:
+            uri = resolve_tracking_uri(config.tracking.mlflow_uri)
+        except ValueError as exc:
+            raise UsageError(f"tracking.mlflow_uri: {exc}") from None
     address = args.address or os.environ.get("RAY_ADDRESS")
     if args.backend == "local" and args.address:
         raise UsageError("--address needs --backend ray")
+    storage = _connect_ray(config, run_dir, address) if args.backend == "ray" else None
 
     # Nothing was created before this point.
-    from curriculum.mlflow_tracker import create_run, mark_killed_if_orphaned, reopen_run
-
     run_dir.mkdir(parents=True, exist_ok=True)
     if record is None:
-        run_name = config.tracking.run_name or f"{config.preset}-{run_dir.name}"
-        run_id = create_run(uri, config.tracking.experiment, run_name,
-                            {"curriculum.preset": config.preset, "curriculum.backend": args.backend,
-                             "curriculum.run_dir": str(run_dir.absolute())})
+        run_id = None
+        if uri is not None:
+            from curriculum.mlflow_tracker import create_run
+
+            run_name = config.tracking.run_name or f"{config.preset}-{run_dir.name}"
+            run_id = create_run(uri, config.tracking.experiment, run_name,
+                                {"curriculum.preset": config.preset, "curriculum.backend": args.backend,
+                                 "curriculum.run_dir": str(run_dir.absolute())})
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
         record = {"run_id": run_id, "tracking_uri": uri, "experiment": config.tracking.experiment}
         (run_dir / "run.json").write_text(json.dumps(record, indent=2))
         resume_from = None
-        print(f"run {run_id} ({config.preset}) in {run_dir}; MLflow: {uri}, experiment {config.tracking.experiment}")
+        if uri is None:
+            print(f"run ({config.preset}) in {run_dir}; MLflow is not installed here, so metrics go to "
+                  f"{run_dir / 'tracking'} (log them later: python -m curriculum.replay {run_dir})")
+        else:
+            print(f"run {run_id} ({config.preset}) in {run_dir}; MLflow: {uri}, "
+                  f"experiment {config.tracking.experiment}")
     else:
         run_id = record["run_id"]
-        if mark_killed_if_orphaned(uri, run_id):
-            print(f"run {run_id} was left RUNNING by a driver that is gone: marked KILLED, now resuming it")
-        reopen_run(uri, run_id)
+        if run_id is not None:
+            from curriculum.mlflow_tracker import mark_killed_if_orphaned, reopen_run
+
+            if mark_killed_if_orphaned(uri, run_id):
+                print(f"run {run_id} was left RUNNING by a driver that is gone: marked KILLED, now resuming it")
+            reopen_run(uri, run_id)
         resume_from = latest_checkpoint(run_dir / "checkpoints")
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
 
     stop = _StopFlag()
     previous = signal.signal(signal.SIGINT, stop)
-    from curriculum.mlflow_tracker import MlflowTracker
-
     status = "FAILED"
     try:
         if args.backend == "local":
@@ -146,7 +159,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             from curriculum.ray_backend import run_with_ray
 
-            outcome = _with_quiet_ray(lambda: run_with_ray(config, run_dir, run_id, uri, address, resume_from))
+            outcome = _with_quiet_ray(lambda: run_with_ray(config, run_dir, run_id, uri, storage, resume_from))
         status = "KILLED" if outcome.outcome == "killed" else "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
@@ -159,14 +172,27 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 1
     finally:
         signal.signal(signal.SIGINT, previous)
-        MlflowTracker(uri, run_id).finish(status)
+        if run_id is not None:  # the driver owns the run's final status
+            from curriculum.mlflow_tracker import MlflowTracker
+
+            MlflowTracker(uri, run_id).finish(status)
     print(summary_table(config, outcome))
-    print(f"checkpoints: {run_dir / 'checkpoints'}\nMLflow: mlflow ui --backend-store-uri {uri}  "
-          f"(experiment {config.tracking.experiment}, run {run_id})")
+    print(f"checkpoints: {run_dir / 'checkpoints'}")
+    if run_id is not None:
+        print(f"MLflow: mlflow ui --backend-store-uri {uri}  (experiment {config.tracking.experiment}, run {run_id})")
     if outcome.outcome == "killed":
         print(f"stopped; resume with: {PROG} --resume {run_dir}", file=sys.stderr)
         return 130
     return 0
+
+
+def mlflow_installed() -> bool:
+    """Machines without MLflow (a bare GPU box) still train; metrics then go to the run's file log."""
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def _with_quiet_ray(fn):
@@ -174,18 +200,36 @@ def _with_quiet_ray(fn):
     return fn()
 
 
+def _connect_ray(config: RunConfig, run_dir: Path, address: Optional[str]) -> str:
+    """Join Ray and settle the checkpoint storage before the run directory and MLflow run exist."""
+    from curriculum.ray_backend import connect
+    from curriculum.storage import StorageError
+
+    try:
+        return _with_quiet_ray(lambda: connect(config, run_dir, address))
+    except StorageError as exc:
+        raise UsageError(str(exc)) from None
+    except (ConnectionError, RuntimeError) as exc:  # ray.init could not reach or start a cluster
+        where = f" at {address}" if address else ""
+        raise UsageError(f"cannot connect to Ray{where}: {str(exc).strip().splitlines()[0]}") from None
+
+
 def _run_local(config: RunConfig, run_dir: Path, run_id: str, uri: str, resume_from: Optional[Path],
                stop: _StopFlag):
     from curriculum.context import local_context
     from curriculum.loop import run_curriculum
-    from curriculum.mlflow_tracker import MlflowTracker
     from curriculum.tracking import FileTracker, MultiTracker
 
     try:
         ctx = local_context(config.train.device, resume_from, stop_requested=lambda: stop.set)
     except RuntimeError as exc:
         raise UsageError(str(exc)) from None
-    tracker = MultiTracker(MlflowTracker(uri, run_id), FileTracker(run_dir))
+    trackers = [FileTracker(run_dir)]
+    if run_id is not None:
+        from curriculum.mlflow_tracker import MlflowTracker
+
+        trackers.insert(0, MlflowTracker(uri, run_id))
+    tracker = MultiTracker(*trackers)
     try:
         outcome = run_curriculum(config, ctx, tracker, run_dir, run_id)
     except BaseException:

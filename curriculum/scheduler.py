@@ -94,3 +94,16 @@ def decide(
     if state.steps_in_stage >= stage.max_steps:
         return move(Action.STALL, state.stage, status="stalled")
     return Action.STAY, state
+
+
+def curriculum_score(state: SchedulerState, num_stages: int, gate_value: float, action: Action) -> float:
+    """Progress as one number that only grows with progress: stages completed + the gate metric.
+
+    Before a promotion from stage k the score is k + value (value < 1 unless the gate is 1.0);
+    the promotion itself scores k + 1, and a finished curriculum scores ``num_stages``.
+    """
+    if state.status == "finished":
+        return float(num_stages)
+    if action != Action.STAY or not math.isfinite(gate_value):
+        return float(state.stage)
+    return state.stage + min(max(gate_value, 0.0), 1.0)

@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 from scipy.sparse import csr_matrix
@@ -60,3 +68,68 @@ class Reference:
 @pytest.fixture(scope="session")
 def reference() -> Reference:
     return Reference()
+
+
+# ---------------------------------------------------------------- real Ray nodes for integration tests
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ray_env() -> dict:
+    # Token auth off (test cluster only); no 30 s drain on SIGTERM, so stopping a node is quick.
+    return dict(os.environ, RAY_AUTH_MODE="disabled", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
+                PYTHONUNBUFFERED="1")
+
+
+def start_node(args: list[str], temp: Path, log: Path, cpus: int = 1) -> subprocess.Popen:
+    """A Ray node in the foreground (``--block``) with ``cpus`` CPUs, ports and temp dir of its own."""
+    command = ["ray", "start", "--block", "--num-cpus", str(cpus), "--num-gpus", "0", "--disable-usage-stats",
+               f"--temp-dir={temp}", f"--dashboard-agent-listen-port={free_port()}",
+               f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
+               f"--metrics-export-port={free_port()}", *args]
+    with log.open("w") as out:  # the node keeps its own copy of the descriptor
+        return subprocess.Popen(command, env=ray_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_node(node: subprocess.Popen) -> None:
+    node.terminate()
+    try:
+        node.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(node.pid, signal.SIGKILL)
+        node.wait()
+
+
+def active_nodes(address: str) -> set[str]:
+    """Ids of the cluster's active nodes, as ``ray status`` lists them (``1 node_<id>``)."""
+    status = subprocess.run(["ray", "status", f"--address={address}"], env=ray_env(), capture_output=True, text=True)
+    if status.returncode:
+        return set()
+    return set(re.findall(r"^\s*1 node_([0-9a-f]+)\s*$", status.stdout, re.M))
+
+
+def wait_for_nodes(address: str, count: int, nodes: list[subprocess.Popen], logs: list[Path]) -> None:
+    deadline = time.time() + 120
+    while len(active_nodes(address)) < count:
+        for node, log in zip(nodes, logs):
+            assert node.poll() is None, f"Ray node exited: {log.read_text()[-2000:]}"
+        assert time.time() < deadline, f"{count} Ray nodes did not come up"
+        time.sleep(1)
+
+
+class RayNodes:
+    """Start and stop real Ray nodes (``ray start --block``) on loopback, each with its own ports."""
+
+    free_port = staticmethod(free_port)
+    env = staticmethod(ray_env)
+    start = staticmethod(start_node)
+    stop = staticmethod(stop_node)
+    active = staticmethod(active_nodes)
+    wait = staticmethod(wait_for_nodes)
+
+
+@pytest.fixture(scope="session")
+def ray_nodes() -> RayNodes:
+    return RayNodes()

@@ -2,10 +2,11 @@
 
 import json
 import os
+import shutil
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -17,29 +18,25 @@ from hrm.metrics import METRIC_NAMES
 EVAL_METRICS = [m for m in METRIC_NAMES]  # every metric of DESIGN.md's table
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def ray_address(tmp_path_factory):
-    """A local 2-CPU Ray cluster on loopback, token authentication off (test cluster only)."""
-    env = dict(os.environ, RAY_AUTH_MODE="disabled")
-    port = free_port()
-    temp = tmp_path_factory.mktemp("ray")
-    subprocess.run(["ray", "start", "--head", "--num-cpus", "2", "--num-gpus", "0", f"--port={port}",
-                    "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
-                    f"--temp-dir={temp}"], env=env, check=True, capture_output=True, timeout=180)
+def ray_address(ray_nodes, tmp_path_factory):
+    """A local 2-CPU Ray head on loopback for this module (token authentication off: test cluster)."""
+    short = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # socket paths must stay short
+    port = ray_nodes.free_port()
+    address = f"127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("ray") / "head.log"
+    head = ray_nodes.start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+                            f"--dashboard-port={ray_nodes.free_port()}"], short / "h", log, cpus=2)
     try:
-        yield f"127.0.0.1:{port}"
+        ray_nodes.wait(address, 1, [head], [log])
+        yield address
     finally:
-        subprocess.run(["ray", "stop", "--force"], env=env, capture_output=True, timeout=120)
+        ray_nodes.stop(head)
+        shutil.rmtree(short, ignore_errors=True)
 
 
 def cli_env():
-    return dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
+    return dict(os.environ, RAY_AUTH_MODE="disabled", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0", PYTHONUNBUFFERED="1")
 
 
 def run_cli(args, cwd, timeout=600):
@@ -141,10 +138,72 @@ def test_kill_9_then_resume_finishes_the_same_run(ray_address, tmp_path):
 
     result = run_cli(["--resume", "run", "--address", ray_address], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "marked KILLED" in result.stdout and f"resumed from" in result.stdout
+    assert "marked KILLED" in result.stdout and "resumed from" in result.stdout
     client, again = mlflow_run(tmp_path, run_dir)
     assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
     history = client.get_metric_history(run.info.run_id, "curriculum/stage")
     after = [m.value for m in history if m.step > killed_at]
     assert after and min(after) >= stage_before, "resuming never goes back a stage"
     assert json.loads((run_dir / "outcome.json").read_text())["step"] > killed_at
+
+
+def test_evaluate_cli_prints_a_table_per_size_and_writes_pictures(local_run):
+    cwd, run_dir, _ = local_run
+    result = subprocess.run([sys.executable, "-m", "curriculum.evaluate", str(run_dir), "--sizes", "8,12",
+                             "--count", "24", "--pictures", str(cwd / "eval-pics")],
+                            capture_output=True, text=True, cwd=cwd, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.strip().startswith(("8x8", "12x12"))]
+    assert len(rows) == 2 and all("24" in row for row in rows)
+    assert "connectivity" in result.stdout and "valid_route" in result.stdout
+    assert sorted(p.name for p in (cwd / "eval-pics").iterdir()) == ["evaluate-12x12.png", "evaluate-8x8.png"]
+    bad = subprocess.run([sys.executable, "-m", "curriculum.evaluate", str(run_dir), "--sizes", "8,50"],
+                         capture_output=True, text=True, cwd=cwd, timeout=300)
+    assert bad.returncode == 2 and "--sizes" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_compare_cli_lists_the_run(local_run):
+    cwd, run_dir, _ = local_run
+    record = json.loads((run_dir / "run.json").read_text())
+    result = subprocess.run([sys.executable, "-m", "curriculum.compare", "--experiment", "hrm-curriculum",
+                             "--tracking-uri", record["tracking_uri"]],
+                            capture_output=True, text=True, cwd=cwd, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "8-10" in result.stdout and "FINISHED" in result.stdout
+
+
+def test_resume_of_a_finished_run_is_refused_or_finishes_at_once(local_run):
+    cwd, run_dir, _ = local_run
+    outcome = json.loads((run_dir / "outcome.json").read_text())
+    result = run_cli(["--resume", str(run_dir), "--backend", "local"], cwd)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((run_dir / "outcome.json").read_text())["step"] == outcome["step"]
+
+
+NO_MLFLOW = ("import sys, runpy\n"
+             "class Block:\n"
+             "    def find_spec(self, name, path=None, target=None):\n"
+             "        if name == 'mlflow' or name.startswith('mlflow.'): raise ImportError('no mlflow here')\n"
+             "sys.meta_path.insert(0, Block())\n"
+             "sys.argv = ['curriculum.run'] + sys.argv[1:]\n"
+             "runpy.run_module('curriculum.run', run_name='__main__')\n")
+
+
+def test_runs_without_mlflow_then_replays_into_mlflow(tmp_path):
+    args = ["--preset", "smoke", "--backend", "local", "--run-dir", "run", "train.max_steps=40"]
+    result = subprocess.run([sys.executable, "-c", NO_MLFLOW, *args], capture_output=True, text=True,
+                            cwd=tmp_path, env=cli_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "MLflow is not installed" in result.stdout
+    assert not (tmp_path / "mlflow.db").exists()
+    lines = (tmp_path / "run" / "tracking" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and "eval/valid_route" in json.loads(lines[0])["metrics"]
+
+    replay = subprocess.run([sys.executable, "-m", "curriculum.replay", "run"], capture_output=True, text=True,
+                            cwd=tmp_path, env=cli_env(), timeout=300)
+    assert replay.returncode == 0, replay.stderr
+    client, run = mlflow_run(tmp_path, tmp_path / "run")
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval/valid_route")]
+    assert steps == [20, 40]
+    assert run.data.params["train.batch_size"] == "16"

@@ -110,3 +110,16 @@ def test_gate_uses_the_configured_metric(metric):
     assert gate_passes(stage(10, metric=metric).gate, metrics)
     others = [m for m in ("valid_route", "optimal", "connectivity") if m != metric]
     assert not gate_passes(stage(10, metric=others[0]).gate, metrics)
+
+
+def test_curriculum_score_only_grows_through_promotions():
+    from curriculum.scheduler import curriculum_score
+
+    state = SchedulerState()
+    scores = []
+    for metrics in [BAD, GOOD, GOOD, BAD, GOOD, GOOD, GOOD, GOOD]:
+        state = count_steps(state, 100)
+        action, state = decide(state, LADDER, metrics, step=0)
+        scores.append(curriculum_score(state, len(LADDER), metrics["valid_route"], action))
+    assert scores == [0.2, 0.9, 1.0, 1.2, 1.9, 2.0, 2.9, 3.0]
+    assert state.status == "finished"

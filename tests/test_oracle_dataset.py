@@ -1,10 +1,8 @@
 """``python -m oracle.generate`` and ``oracle.load_dataset``: layout, round trip, bad input."""
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest

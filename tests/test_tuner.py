@@ -1,0 +1,141 @@
+"""The penalty tuner: real Ray Tune + Train, real SQLite MLflow, early stopping on 2 CPUs."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from curriculum.overrides import build_config
+from tuners.penalties import rank_trials
+from tuners.space import SearchSpace, apply_point, default_space, weight_from_exponent
+
+
+def run_tuner(args, cwd, timeout=900):
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "tuners.penalties", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=timeout)
+
+
+def test_three_trial_search_with_early_stopping_nests_runs_and_writes_a_usable_best_config(tmp_path):
+    result = run_tuner(["--preset", "smoke", "--trials", "3", "--budget-steps", "120", "--grace-steps", "40",
+                        "--out", "out"], tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = tmp_path / "out"
+    best = out / "best_config.yaml"
+    assert f"best config: {best}" in result.stdout
+    search = json.loads((out / "search.json").read_text())
+    client = MlflowClient(search["tracking_uri"])
+    parent = client.get_run(search["parent_run_id"])
+    assert parent.info.status == "FINISHED"
+    assert {a.path for a in client.list_artifacts(parent.info.run_id, "search")} >= {
+        "search/best_config.yaml", "search/trial_scores.png"}
+    assert any(k.startswith("best.penalties.") for k in parent.data.params)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 3
+    for child in children:
+        assert child.info.status in ("FINISHED", "KILLED"), "no trial run may be left RUNNING"
+        assert "search.ladder" in child.data.params and "search.penalties.sparsity" in child.data.params
+        assert "curriculum.stages.0.penalties.sparsity" in child.data.params
+    # The table lists every trial, best first.
+    table = [line for line in result.stdout.splitlines() if line[:3].strip().isdigit()]
+    assert len(table) == 3
+    # The best config is a complete run config that curriculum.run accepts as is.
+    config = yaml.safe_load(best.read_text())
+    assert config["preset"] == "smoke" and config["train"]["max_steps"] == 120
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    run = subprocess.run([sys.executable, "-m", "curriculum.run", "--config", str(best), "--backend", "local",
+                          "--run-dir", "again", "train.max_steps=20"], capture_output=True, text=True,
+                         cwd=tmp_path, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("space.bogus=1", "space.bogus"),
+    ("space.ladders=['20-10']", "shrinks"),
+    ("space.ladders=['10-5']", "8..40"),
+    ("space.ladders=[]", "ladder"),
+    ("space.gate_threshold=[0.9, 0.5]", "gate_threshold"),
+    ("space.penalty_exponents.sparsity=[1, -1]", "sparsity"),
+    ("space.penalty_exponents.gravity=[0, 1]", "gravity"),
+    ("train.lr=-3", "train.lr"),
+])
+def test_bad_search_space_overrides_exit_2_naming_the_key(tmp_path, override, needle):
+    result = run_tuner(["--preset", "smoke", "--trials", "2", override], tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_trials_must_be_positive(tmp_path):
+    result = run_tuner(["--preset", "smoke", "--trials", "0"], tmp_path, timeout=120)
+    assert result.returncode == 2 and "--trials" in result.stderr
+
+
+def test_a_sample_becomes_a_valid_run_config():
+    space = default_space("tiny")
+    base = build_config("tiny").model_dump(mode="json")
+    point = {"penalties": {"path_class": 0.0, "sparsity": -3.0, "budget": -1.0, "coverage": 0.5, "connectivity": -2.4},
+             "gate_threshold": 0.85, "gate_patience": 3, "ladder": "10-15-20-25-30-35-40", "replay": 0.2}
+    config = apply_point(base, point, space, budget_steps=500)
+    assert [s.size for s in config.curriculum.stages] == [10, 15, 20, 25, 30, 35, 40]
+    first, later = config.curriculum.stages[0], config.curriculum.stages[3]
+    assert first.replay == 0.0 and later.replay == 0.2
+    assert later.gate.threshold == 0.85 and later.gate.patience == 3 and later.gate.guard_max_excess == 1.5
+    assert later.penalties.path_class == 1.0 and later.penalties.sparsity == 0.0  # below off_below: off
+    assert later.penalties.budget == pytest.approx(0.1) and later.penalties.connectivity == pytest.approx(10**-2.4)
+    assert config.train.max_steps == 500
+    assert weight_from_exponent(-2.6, -2.5) == 0.0 and weight_from_exponent(0.0, -2.5) == 1.0
+
+
+def test_ranking_prefers_the_furthest_stage_then_the_fewest_steps():
+    rows = [
+        {"trial": "a", "score": 1.4, "steps_to_reach": 300},
+        {"trial": "b", "score": 2.1, "steps_to_reach": 900},
+        {"trial": "c", "score": 2.05, "steps_to_reach": 500},
+        {"trial": "d", "score": 0.9, "steps_to_reach": 10**12},
+    ]
+    assert [r["trial"] for r in rank_trials(rows)] == ["c", "b", "a", "d"]
+
+
+def test_space_validation():
+    with pytest.raises(ValueError, match="shrinks"):
+        SearchSpace(ladders=["20-10"])
+    with pytest.raises(ValueError, match="gate_threshold"):
+        SearchSpace(ladders=["10"], gate_threshold=(0.5, 1.5))
+
+
+def test_interrupted_search_resumes_with_optuna(tmp_path):
+    import signal
+    import time
+
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
+    args = ["--preset", "smoke", "--trials", "2", "--search", "optuna", "--budget-steps", "80",
+            "--grace-steps", "40", "--out", "out"]
+    proc = subprocess.Popen([sys.executable, "-m", "tuners.penalties", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    trials = tmp_path / "out" / "trials"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline:
+            if any(trials.glob("*/checkpoints/checkpoint-*.pt")):
+                break
+            assert proc.poll() is None, "the search ended before it could be interrupted"
+            time.sleep(0.5)
+        else:
+            pytest.fail("no trial checkpoint in time")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    result = run_tuner(["--resume", "out"], tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "resuming search" in result.stdout and (tmp_path / "out" / "best_config.yaml").is_file()
+    search = json.loads((tmp_path / "out" / "search.json").read_text())
+    client = MlflowClient(search["tracking_uri"])
+    assert client.get_run(search["parent_run_id"]).info.status == "FINISHED"
+    assert search["search"] == "optuna"

@@ -1,0 +1,115 @@
+"""One tuner trial: a Ray Tune function that builds and fits a ``TorchTrainer`` (Train V2).
+
+Each trial has its own MLflow child run (``mlflow.parentRunId`` = the search's run) and its own
+run directory; the curriculum loop runs unchanged in the trainer's workers, and
+``TuneReportCallback`` forwards every evaluation report (with its curriculum ``score``) to Tune.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+from ray.tune import Callback
+
+from curriculum.tracking import flatten_config
+from tuners.space import SearchSpace, apply_point
+
+
+def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
+    """Tune trainable: ``point`` is the sampled configuration, ``search`` the fixed search settings."""
+    from ray.train import FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from curriculum.mlflow_tracker import MlflowTracker, create_run
+    from curriculum.ray_backend import _worker
+
+    space = SearchSpace.model_validate(search["space"])
+    config = apply_point(search["base"], point, space, search["budget_steps"])
+    trial_id = tune.get_context().get_trial_id()
+    run_dir = Path(search["out_dir"]) / "trials" / trial_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = create_run(search["tracking_uri"], search["experiment"], f"trial-{trial_id}",
+                        {"mlflow.parentRunId": search["parent_run_id"], "tune.trial_id": trial_id,
+                         "curriculum.preset": config.preset})
+    (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+    (run_dir / "run.json").write_text(json.dumps({"run_id": run_id, "tracking_uri": search["tracking_uri"],
+                                                  "point": point}, indent=2))
+    MlflowTracker(search["tracking_uri"], run_id).log_params(
+        {f"search.{k}": v for k, v in flatten_config(point).items()})
+    scaling = config.scaling
+    resources = {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"config": config.model_dump_json(), "run_dir": str(run_dir), "run_id": run_id,
+                           "tracking_uri": search["tracking_uri"], "resume_from": None, "console": None},
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RayRunConfig(name=f"train-{trial_id}", storage_path=str(Path(search["out_dir"]) / "ray-train"),
+                                callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=0)),
+    )
+    try:
+        trainer.fit()
+    finally:
+        release_placement_group(run_dir)
+
+
+def release_placement_group(run_dir: Path) -> bool:
+    """Remove the trial's worker placement group if Ray left it behind; True if one was removed.
+
+    A Train run nested in a Tune trial can leave its placement group reserved when the trial ends
+    or is stopped early (ray-project/ray#54305); the next trials would then wait forever for CPUs.
+    """
+    import ray
+    from ray.util.placement_group import PlacementGroup
+
+    record = Path(run_dir) / "placement_group.txt"
+    if not record.is_file():
+        return False
+    group_id = record.read_text().strip()
+    entry = ray.util.placement_group_table().get(group_id)
+    if not entry or entry.get("state") == "REMOVED":
+        return False
+    ray.util.remove_placement_group(PlacementGroup(ray.PlacementGroupID(bytes.fromhex(group_id))))
+    return True
+
+
+class TrialRunStatus(Callback):
+    """Closes each trial's MLflow child run when Tune is done with the trial.
+
+    A trial that reported its curriculum outcome ends FINISHED; one stopped early by the scheduler
+    ends KILLED (tag ``tune.early_stopped``); one that crashed ends FAILED. Nothing is left RUNNING.
+    """
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = Path(out_dir)
+
+    def _close(self, trial, status: str) -> None:
+        from curriculum.mlflow_tracker import find_run, make_client
+
+        if release_placement_group(self.out_dir / "trials" / trial.trial_id):
+            print(f"released the placement group left behind by trial {trial.trial_id}", flush=True)
+        record_path = self.out_dir / "trials" / trial.trial_id / "run.json"
+        if not record_path.is_file():
+            return
+        record = json.loads(record_path.read_text())
+        run = find_run(record["tracking_uri"], record["run_id"])
+        if run is None:
+            return
+        client = make_client(record["tracking_uri"])
+        finished = (self.out_dir / "trials" / trial.trial_id / "outcome.json").is_file()
+        if status == "FINISHED" and not finished:
+            status = "KILLED"
+            client.set_tag(record["run_id"], "tune.early_stopped", "true")
+        client.set_tag(record["run_id"], "tune.trial_status", status)
+        if run.info.status == "RUNNING" or status != "FINISHED":
+            client.set_terminated(record["run_id"], status)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._close(trial, "FINISHED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._close(trial, "FAILED")

@@ -9,13 +9,13 @@ Loading uses ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
+
+from curriculum.atomic_file import atomic_write
 
 CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d{9})\.pt$")
 FORMAT = "hrm-curriculum-checkpoint/1"
@@ -34,17 +34,8 @@ def save_checkpoint(directory: Path, state: dict[str, Any], step: int, keep: int
     """Write ``state`` as ``directory/checkpoint-<step>.pt`` atomically; prune older ones."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / checkpoint_name(step)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".pt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT, "step": step, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    final = atomic_write(directory / checkpoint_name(step),
+                         lambda handle: torch.save({"format": FORMAT, "step": step, **state}, handle))
     for old in list_checkpoints(directory)[:-keep]:
         old.unlink(missing_ok=True)
     return final

@@ -10,10 +10,11 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Protocol, Union
+
+from curriculum.atomic_file import atomic_write
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
@@ -116,17 +117,9 @@ class FileTracker:
 
 
 def atomic_write_json(path: Path, value: object) -> None:
-    """Write ``value`` as JSON through a temp file in the same directory and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(value, f, indent=2, sort_keys=True, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``value`` as JSON, atomically (see ``curriculum.atomic_file``)."""
+    text = json.dumps(value, indent=2, sort_keys=True, default=str)
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def read_json(path: Path) -> Optional[dict]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from curriculum.atomic_file import atomic_write
 
 
 def render_scores(histories: dict[str, list[tuple[int, float]]], path: Path, best: str | None = None,
@@ -35,12 +35,5 @@ def render_scores(histories: dict[str, list[tuple[int, float]]], path: Path, bes
     if histories:
         axes.legend(fontsize=7, loc="upper left")
     figure.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: figure.savefig(handle, format="png"))
     return path

@@ -29,7 +29,7 @@ from curriculum.streams import TaskStream, heldout_tasks, shard
 from curriculum.tracking import Tracker, flatten_config
 from hrm.batch import task_tensors
 from hrm.ema import EMA
-from hrm.metrics import batch_means, means_from_sums
+from hrm.metrics import means_from_sums, metric_sums
 from hrm.model import HRM
 from hrm.optimizer import AdamATan2, lr_at
 from hrm.training import evaluate, predict_tokens, train_step
@@ -86,23 +86,30 @@ def _heldout_batches(config: RunConfig, stage: int, ctx: WorkerContext) -> list[
 
 
 class _TrainAverages:
-    """Running means of the training terms and metrics between two evaluations."""
+    """Running means of the training terms and metrics between two evaluations.
+
+    Sums stay tensors on the model's device until ``pop``, so a training step costs no extra sync.
+    """
 
     def __init__(self) -> None:
-        self.totals: dict[str, float] = {}
+        self.logs: dict[str, torch.Tensor] = {}
+        self.sums: dict[str, torch.Tensor] = {}
         self.count = 0
 
     def add(self, logs: dict[str, torch.Tensor], metrics: dict[str, torch.Tensor]) -> None:
-        values = {f"train/{k}": float(v) for k, v in logs.items()}
-        values["train/loss"] = values.pop("train/total")
-        values.update({f"train/{k}": v for k, v in batch_means(metrics).items() if math.isfinite(v)})
-        for k, v in values.items():
-            self.totals[k] = self.totals.get(k, 0.0) + v
+        for name, value in logs.items():
+            self.logs[name] = self.logs.get(name, 0) + value.detach()
+        for name, value in metric_sums(metrics).items():
+            self.sums[name] = self.sums.get(name, 0) + value
         self.count += 1
 
     def pop(self) -> dict[str, float]:
-        means = {k: v / self.count for k, v in self.totals.items()} if self.count else {}
-        self.totals, self.count = {}, 0
+        means: dict[str, float] = {}
+        if self.count:
+            means = {f"train/{k}": float(v) / self.count for k, v in self.logs.items() if k != "skipped"}
+            means["train/loss"] = means.pop("train/total")
+            means.update({f"train/{k}": v for k, v in means_from_sums(self.sums).items() if math.isfinite(v)})
+        self.logs, self.sums, self.count = {}, {}, 0
         return means
 
 
@@ -202,9 +209,9 @@ def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_
             if skipped_in_row >= train.max_skipped_steps:
                 raise NonFiniteLossError(f"{skipped_in_row} consecutive non-finite losses at step {step}; "
                                          "the last good checkpoint is kept")
-            continue
-        skipped_in_row = 0
-        averages.add(logs, metrics)
+        else:
+            skipped_in_row = 0
+            averages.add(logs, metrics)
 
         if step % train.eval_every and step < train.max_steps:
             continue

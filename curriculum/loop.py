@@ -130,6 +130,8 @@ def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_
     run_dir = Path(run_dir)
     threads = train.torch_threads or max(1, int(config.scaling.cpus_per_worker))
     torch.set_num_threads(threads)
+    # Weight decay drives many weights toward zero; denormal arithmetic on a CPU is many times slower.
+    torch.set_flush_denormal(True)
     # Task generation (Numba) shares the worker's CPUs: more threads than CPUs only contend.
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     torch.manual_seed(train.seed)

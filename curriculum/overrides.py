@@ -90,6 +90,11 @@ def build_config(preset: Optional[str] = None, config_file: Optional[Path] = Non
         raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
     raw = deep_merge(preset_dict(name), file_data)
     raw["preset"] = name
+    return config_from_raw(raw, overrides)
+
+
+def config_from_raw(raw: dict, overrides: Sequence[str] = ()) -> RunConfig:
+    """Apply ``overrides`` to a raw config mapping (in place) and validate it; UsageError names the field."""
     for text in overrides:
         apply_override(raw, *parse_override(text))
     try:

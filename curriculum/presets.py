@@ -52,6 +52,7 @@ _PRESETS: dict[str, dict] = {
             _stage(30, 0.8, 8_000, replay=0.1),
             _stage(40, 0.8, 8_000, replay=0.1),
         ]},
+        "scaling": {"num_workers": 1, "cpus_per_worker": 2},  # one worker using both cores of a small laptop
     },
     "gpu": {
         "model": {"hidden_size": 256, "num_heads": 4, "h_layers": 2, "l_layers": 2, "h_cycles": 2, "l_cycles": 2,

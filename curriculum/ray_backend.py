@@ -22,8 +22,6 @@ from curriculum.context import WorkerContext
 from curriculum.loop import RunOutcome, run_curriculum
 from curriculum.storage import StorageError, check_storage, storage_scheme, workers_fit
 
-_DONE = "\x00done"
-
 
 def _worker(loop_config: dict) -> None:
     """Entry point of every Ray Train worker."""

@@ -22,7 +22,7 @@ from typing import Optional
 
 from curriculum.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from curriculum.config import RunConfig
-from curriculum.overrides import build_config
+from curriculum.overrides import build_config, config_from_raw
 from curriculum.presets import PRESET_NAMES
 from curriculum.summary import summary_table
 from oracle.cli_errors import OneLineParser, UsageError, run_cli
@@ -62,22 +62,11 @@ def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
             load_checkpoint(checkpoint)
         except CheckpointError as exc:
             raise UsageError(str(exc)) from None
-        base = json.loads(saved_config.read_text())
-        config = build_config(base["preset"], None, [])  # validates the preset name
-        from curriculum.overrides import apply_override, parse_override
-
-        for text in args.overrides:
-            apply_override(base, *parse_override(text))
         try:
-            config = RunConfig.model_validate(base)
-        except Exception as exc:
-            from pydantic import ValidationError
-
-            from oracle.cli_errors import describe_validation_error
-
-            if isinstance(exc, ValidationError):
-                raise UsageError(describe_validation_error(exc)) from None
-            raise
+            saved = json.loads(saved_config.read_text())
+        except ValueError:
+            raise UsageError(f"--resume {run_dir}: {saved_config.name} is not valid JSON") from None
+        config = config_from_raw(saved, args.overrides)
         return config, run_dir, json.loads(record_path.read_text())
     config = build_config(args.preset, args.config, args.overrides)
     run_dir = args.run_dir or Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -32,11 +32,11 @@ from oracle.vocab import (
     OBSTACLE,
     PATH,
     SMALL,
-    START_TOKEN_BASE,
     TOKEN_MARKER,
     TOKEN_TERRAIN,
     TOKEN_TRAFFIC,
     VEHICLE_NAMES,
+    vehicle_of_start_token,
 )
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -71,7 +71,7 @@ def _vehicle_name(token: int) -> str:
     token = int(token)
     if not 0 <= token < len(TOKEN_MARKER) or TOKEN_MARKER[token] != 1:
         return "?"
-    return VEHICLE_NAMES[(token - START_TOKEN_BASE) // 6].lower()
+    return VEHICLE_NAMES[vehicle_of_start_token(token)].lower()
 
 
 def _verdicts(predictions: np.ndarray, costs: np.ndarray, start: np.ndarray, end: np.ndarray) -> list[str]:

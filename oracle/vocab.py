@@ -104,9 +104,9 @@ def _build_decode_tables() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 TOKEN_TERRAIN, TOKEN_TRAFFIC, TOKEN_MARKER = _build_decode_tables()
 
 
-def vehicle_of_start_token(token: int) -> int:
-    """The vehicle named by a START token."""
-    return (int(token) - START_TOKEN_BASE) // 6
+def vehicle_of_start_token(token):
+    """The vehicle named by a START token (an int, or an integer array of START tokens)."""
+    return (np.asarray(token).astype(np.int64) - START_TOKEN_BASE) // 6
 
 
 def entry_costs(terrain: np.ndarray, traffic: np.ndarray, vehicle: int) -> np.ndarray:
@@ -133,7 +133,7 @@ def costs_from_inputs(inputs: np.ndarray) -> np.ndarray:
     inputs = np.atleast_2d(np.asarray(inputs))
     terrain, traffic, marker = decode_inputs(inputs)
     starts = np.argmax(marker == 1, axis=1)
-    vehicles = (inputs[np.arange(len(inputs)), starts].astype(np.int64) - START_TOKEN_BASE) // 6
+    vehicles = vehicle_of_start_token(inputs[np.arange(len(inputs)), starts])
     out = np.empty(inputs.shape, dtype=np.float32)
     for i, vehicle in enumerate(vehicles):
         out[i] = entry_costs(terrain[i], traffic[i], int(vehicle))

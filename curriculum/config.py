@@ -9,10 +9,12 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from curriculum.faults import FaultConfig
 from hrm.config import ModelConfig
 from hrm.losses import PenaltyWeights
 from hrm.metrics import METRIC_NAMES
 from oracle.spec import MAX_SIZE, MIN_SIZE, TaskSpec
+from oracle.vocab import NUM_VEHICLES, VOCAB_SIZE
 
 GateMetric = Literal["connectivity", "valid_route", "optimal", "exact", "path_f1", "valid"]
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
@@ -32,6 +34,10 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(ge=0, description="Decoupled weight decay.")
     grad_clip: Optional[float] = Field(1.0, gt=0, description="Clip the gradient norm to this (None = off).")
     max_steps: int = Field(ge=1, description="Optimizer steps for the whole run, all stages together.")
+    max_minutes: Optional[float] = Field(
+        None, gt=0, description="Wall-clock budget of training (resumes included), checked after every step; "
+        "the run then evaluates, checkpoints and ends as 'budget' (None = no limit).",
+    )
     eval_every: int = Field(ge=1, description="Steps between evaluations (and checkpoints).")
     eval_size: int = Field(ge=1, le=100_000, description="Held-out tasks per stage, fixed for the run.")
     eval_batch_size: int = Field(256, ge=1, description="Held-out tasks per forward pass during evaluation.")
@@ -168,14 +174,24 @@ class RunConfig(BaseModel):
     curriculum: CurriculumConfig
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    faults: FaultConfig = Field(default_factory=FaultConfig, description="Injected faults (tests); none by default.")
 
     @model_validator(mode="after")
     def _fits(self) -> "RunConfig":
+        # The model must read every token and vehicle of the routing task (oracle.vocab).
+        if self.model.vocab_size < VOCAB_SIZE:
+            raise ValueError(f"model.vocab_size {self.model.vocab_size} is below the task's {VOCAB_SIZE} tokens")
+        if self.model.num_vehicles < NUM_VEHICLES:
+            raise ValueError(f"model.num_vehicles {self.model.num_vehicles} is below the task's {NUM_VEHICLES}")
         largest = max(stage.size for stage in self.curriculum.stages)
         if largest > self.model.max_grid:
             raise ValueError(f"curriculum reaches {largest}x{largest} but model.max_grid is {self.model.max_grid}")
         if self.train.eval_size < self.scaling.num_workers:
             raise ValueError(f"train.eval_size {self.train.eval_size} is smaller than scaling.num_workers")
+        for i, stage in enumerate(self.curriculum.stages[1:], start=1):  # as curriculum.streams rounds it
+            if int(round(self.train.batch_size * stage.replay)) >= self.train.batch_size:
+                raise ValueError(f"curriculum.stages.{i}.replay {stage.replay} leaves no task of the stage itself "
+                                 f"in a batch of train.batch_size {self.train.batch_size}")
         return self
 
 

@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from curriculum.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from curriculum.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, restoring
 from curriculum.config import RunConfig
 from oracle.cli_errors import OneLineParser, UsageError, run_cli
 from oracle.spec import MAX_SIZE, MIN_SIZE, TaskSpec
@@ -57,13 +57,14 @@ def evaluate_checkpoint(path: Path, sizes: list[int], count: int, device: str = 
     from oracle.generator import generate_tasks
 
     saved = load_checkpoint(path, map_location=device)
-    config = RunConfig.model_validate_json(saved["config"])
-    model = HRM(config.model).to(device)
-    model.load_state_dict(saved["model"])
     ema = None
-    if saved.get("ema") is not None and config.model.ema_decay:
-        ema = EMA(model, config.model.ema_decay)
-        ema.load_state_dict(saved["ema"])
+    with restoring(path):
+        config = RunConfig.model_validate_json(saved["config"])
+        model = HRM(config.model).to(device)
+        model.load_state_dict(saved["model"])
+        if saved.get("ema") is not None and config.model.ema_decay:
+            ema = EMA(model, config.model.ema_decay)
+            ema.load_state_dict(saved["ema"])
     results = {}
     for size in sizes:
         tasks = generate_tasks(spec_for_size(config, size), count, stream_seed(config.train.seed, _EVALUATE, 0, size))
@@ -111,7 +112,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
     picture_dir = args.pictures or path.parent.parent / "pictures"
-    results = evaluate_checkpoint(path, sizes, args.count, args.device, picture_dir)
+    try:
+        results = evaluate_checkpoint(path, sizes, args.count, args.device, picture_dir)
+    except CheckpointError as exc:  # readable, but not a model of this project's shape
+        raise UsageError(str(exc)) from None
     print(f"{path}")
     print(format_table(results, args.count))
     print(f"pictures: {picture_dir}")

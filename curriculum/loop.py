@@ -20,7 +20,7 @@ import numba
 import numpy as np
 import torch
 
-from curriculum.checkpoint import load_checkpoint, save_checkpoint
+from curriculum.checkpoint import latest_checkpoint, load_checkpoint, restoring, save_checkpoint
 from curriculum.config import RunConfig
 from curriculum.console import StageProgress
 from curriculum.context import WorkerContext
@@ -75,6 +75,20 @@ def _all_finite(ctx: WorkerContext, device: torch.device):
         return bool(ctx.all_reduce_sum(flag).item() == 0)
 
     return agree
+
+
+def _over_budget(max_minutes: Optional[float], elapsed: float, ctx: WorkerContext) -> bool:
+    """Whether the wall-clock budget is spent; ranks' clocks differ, so any rank over it stops them all."""
+    if max_minutes is None:
+        return False
+    return _any_rank(ctx, elapsed >= 60.0 * max_minutes)
+
+
+def _any_rank(ctx: WorkerContext, flag: bool) -> bool:
+    """Whether ``flag`` holds on any rank: ranks must agree on stopping, or the others wait forever."""
+    if ctx.world_size == 1:
+        return flag
+    return bool(ctx.all_reduce_sum(torch.tensor([1.0 if flag else 0.0], device=ctx.device)).item() > 0)
 
 
 def _heldout_batches(config: RunConfig, stage: int, ctx: WorkerContext) -> list[dict[str, torch.Tensor]]:
@@ -142,16 +156,17 @@ def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_
 
     if ctx.restore_from is not None:
         saved = load_checkpoint(ctx.restore_from, map_location=ctx.device)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        if ema is not None and saved.get("ema") is not None:
-            ema.load_state_dict(saved["ema"])
-        state = SchedulerState.model_validate_json(saved["scheduler"])
-        step, elapsed = int(saved["step"]), float(saved["elapsed"])
-        stage_marks = [tuple(m) for m in saved["stage_marks"]]
-        torch.set_rng_state(saved["rng"]["torch"].cpu())
-        if ctx.device.type == "cuda" and saved["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(saved["rng"]["cuda"].cpu(), ctx.device)
+        with restoring(ctx.restore_from):  # a checkpoint of another model: an error naming the file
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if ema is not None and saved.get("ema") is not None:
+                ema.load_state_dict(saved["ema"])
+            state = SchedulerState.model_validate_json(saved["scheduler"])
+            step, elapsed = int(saved["step"]), float(saved["elapsed"])
+            stage_marks = [tuple(m) for m in saved["stage_marks"]]
+            torch.set_rng_state(saved["rng"]["torch"].cpu())
+            if ctx.device.type == "cuda" and saved["rng"].get("cuda") is not None:
+                torch.cuda.set_rng_state(saved["rng"]["cuda"].cpu(), ctx.device)
         if ctx.is_main:
             ctx.say(f"resumed from {ctx.restore_from} at step {step}, stage {state.stage}")
     elif ctx.is_main:
@@ -166,7 +181,9 @@ def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_
     last_metrics: dict[str, float] = {}
     heldout: dict[int, list] = {}
     all_finite = _all_finite(ctx, ctx.device)
-    tick, tick_step = time.perf_counter(), step
+    nonfinite_steps = set(config.faults.nonfinite_loss_steps)  # injected faults; empty unless a test asks
+    tick, tick_step = time.perf_counter(), step  # training-only rate (evaluations excluded)
+    clock = tick  # wall clock for ``elapsed``: evaluations and checkpoints included
     outcome = None
 
     def save() -> Optional[Path]:
@@ -187,10 +204,9 @@ def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_
         if step >= train.max_steps:
             outcome = "budget"
             break
-        if ctx.stop_requested():
+        if _any_rank(ctx, ctx.stop_requested()):  # every rank stops at the same step
             outcome = "killed"
-            elapsed += time.perf_counter() - tick
-            tick = time.perf_counter()
+            elapsed, clock = elapsed + time.perf_counter() - clock, time.perf_counter()
             saved = save()
             if saved is not None:
                 say(f"stopped at step {step}; checkpoint {saved}")
@@ -201,7 +217,7 @@ def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_
             carry, carry_stage = model.initial_carry(batch), stage
         lr = lr_at(step, train.lr, train.warmup_steps, total_steps=train.max_steps, min_ratio=train.lr_min_ratio)
         carry, logs, metrics = train_step(trained, carry, batch, optimizer, stages[stage].penalties, lr, ema,
-                                          train.grad_clip, all_finite)
+                                          train.grad_clip, all_finite, force_nonfinite=step + 1 in nonfinite_steps)
         step += 1
         state = count_steps(state)
         progress.update(state.stage, state.steps_in_stage)
@@ -209,17 +225,24 @@ def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_
             skipped_in_row += 1
             skipped_total += 1
             if skipped_in_row >= train.max_skipped_steps:
-                raise NonFiniteLossError(f"{skipped_in_row} consecutive non-finite losses at step {step}; "
-                                         "the last good checkpoint is kept")
+                if ctx.is_main:
+                    tracker.log_metrics({"train/skipped_steps": skipped_total}, step)
+                last = latest_checkpoint(run_dir / "checkpoints")
+                kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
+                raise NonFiniteLossError(f"{skipped_in_row} consecutive non-finite losses (train.max_skipped_steps) "
+                                         f"at step {step}; {kept}")
         else:
             skipped_in_row = 0
             averages.add(logs, metrics)
 
-        if step % train.eval_every and step < train.max_steps:
+        # A spent budget ends the run at once, with an evaluation and a checkpoint: a 40x40 step
+        # can take seconds, so waiting for the next scheduled evaluation could overrun it badly.
+        spent = _over_budget(train.max_minutes, elapsed + time.perf_counter() - clock, ctx)
+        if step % train.eval_every and step < train.max_steps and not spent:
             continue
         # ---- evaluation, decision, logging, checkpoint
         now = time.perf_counter()
-        elapsed += now - tick
+        elapsed, clock = elapsed + now - clock, now
         steps_per_s = (step - tick_step) / max(now - tick, 1e-9)
         if stage not in heldout:
             heldout = {stage: _heldout_batches(config, stage, ctx)}
@@ -238,11 +261,16 @@ def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_
         ctx.report({"step": step, "stage": state.stage, "status": state.status, "score": score, **last_metrics},
                    save())
         tick, tick_step = time.perf_counter(), step
+        elapsed, clock = elapsed + tick - clock, tick
+        if state.status == "running" and spent:
+            outcome = "budget"
+            say(f"step {step}: train.max_minutes={train.max_minutes:g} reached; the checkpoint above ends the run")
+            break
 
     progress.close()
     if outcome is None:
         outcome = "finished" if state.status == "finished" else "stalled" if state.status == "stalled" else "budget"
-    elapsed += time.perf_counter() - tick
+    elapsed += time.perf_counter() - clock
     stage_marks.append((step, elapsed))
     seconds = [b[1] - a[1] for a, b in zip(stage_marks, stage_marks[1:])]
     steps = [b[0] - a[0] for a, b in zip(stage_marks, stage_marks[1:])]

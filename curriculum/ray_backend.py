@@ -6,6 +6,11 @@ path only while every node shares one host, shared storage (s3://...) otherwise
 ``scaling.num_workers`` (DDP over gloo on CPU, NCCL on GPU), restarts the worker group from the last
 reported checkpoint on failure (``FailureConfig``), and prints rank 0's console lines, which travel
 through a Ray queue so Ray's own worker logs can stay out of the terminal.
+
+Stopping: ``trainer.fit()`` runs in a thread of its own, so Ray Train does not install its SIGINT
+handler (which aborts the workers mid-step, without a checkpoint); the driver's handler stays in
+charge and a stop request reaches the workers through a small flag actor that they poll without
+blocking. They finish the step, write a checkpoint and report the outcome ``killed``.
 """
 
 from __future__ import annotations
@@ -15,8 +20,9 @@ import shutil
 import tempfile
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
+from curriculum.checkpoint import KEEP
 from curriculum.config import RunConfig
 from curriculum.context import WorkerContext
 from curriculum.loop import RunOutcome, run_curriculum
@@ -45,6 +51,7 @@ def _worker(loop_config: dict) -> None:
     node_file.parent.mkdir(parents=True, exist_ok=True)
     node_file.write_text(ray.get_runtime_context().get_node_id() + "\n")
 
+    stop_requested = _StopPoller(loop_config.get("stop"))
     restore = loop_config.get("resume_from")
     restart = ray.train.get_checkpoint()
     staging = None
@@ -63,7 +70,8 @@ def _worker(loop_config: dict) -> None:
         if checkpoint_file is None:
             ray.train.report(metrics)
             return
-        with tempfile.TemporaryDirectory(prefix="report-", dir=checkpoint_file.parent) as tmp:
+        # A dot name ending in .tmp: if the worker dies here, the next checkpoint save removes it.
+        with tempfile.TemporaryDirectory(prefix=".report-", suffix=".tmp", dir=checkpoint_file.parent) as tmp:
             os.link(checkpoint_file, Path(tmp) / checkpoint_file.name)  # same filesystem: no copy
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
@@ -88,7 +96,8 @@ def _worker(loop_config: dict) -> None:
         tracker = MultiTracker(*trackers)
     ctx = WorkerContext(rank=rank, world_size=world, device=device, all_reduce_sum=all_reduce_sum,
                         wrap_model=ray.train.torch.prepare_model, report=report,
-                        restore_from=Path(restore) if restore else None, say=say, interactive=False)
+                        restore_from=Path(restore) if restore else None, stop_requested=stop_requested,
+                        say=say, interactive=False)
     try:
         outcome = run_curriculum(config, ctx, tracker, run_dir, loop_config.get("run_id"))
         # Delivers metrics queued during a tracking-server outage and closes the file log.
@@ -100,6 +109,44 @@ def _worker(loop_config: dict) -> None:
     # reads the metrics of the newest checkpoint, so rank 0 attaches its last checkpoint again.
     last = latest_checkpoint(run_dir / "checkpoints") if rank == 0 else None
     report({"final": True, **outcome.to_json()}, last)
+
+
+class _Flag:
+    """A Ray actor holding one boolean: the driver sets it when the run is asked to stop."""
+
+    def __init__(self) -> None:
+        self.value = False
+
+    def set(self) -> None:
+        self.value = True
+
+    def is_set(self) -> bool:
+        return self.value
+
+
+class _StopPoller:
+    """``stop_requested`` of a worker: asks the driver's flag with at most one request in flight, so a
+    training step never waits for the answer."""
+
+    def __init__(self, flag) -> None:
+        self.flag, self.pending, self.stopped = flag, None, False
+
+    def __call__(self) -> bool:
+        import ray
+        from ray.exceptions import RayActorError
+
+        if self.stopped or self.flag is None:
+            return self.stopped
+        if self.pending is None:
+            self.pending = self.flag.is_set.remote()
+        ready, _ = ray.wait([self.pending], timeout=0)
+        if ready:
+            try:
+                self.stopped = bool(ray.get(self.pending))
+            except RayActorError:  # the driver that owns the flag is gone: stop with a checkpoint
+                self.stopped = True
+            self.pending = None
+        return self.stopped
 
 
 def _worker_resources(config: RunConfig) -> dict[str, float]:
@@ -138,54 +185,91 @@ def connect(config: RunConfig, run_dir: Path, address: Optional[str]) -> str:
 
 
 def run_with_ray(config: RunConfig, run_dir: Path, run_id: Optional[str], tracking_uri: Optional[str],
-                 storage: str, resume_from: Optional[Path], say=print) -> RunOutcome:
-    """Fit the curriculum with Ray Train on the cluster ``connect`` joined; returns rank 0's outcome."""
-    from ray.train import FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+                 storage: str, resume_from: Optional[Path], say=print,
+                 stop_requested: Callable[[], bool] = lambda: False) -> RunOutcome:
+    """Fit the curriculum with Ray Train on the cluster ``connect`` joined; returns rank 0's outcome.
+
+    ``stop_requested`` (polled twice a second) asks the workers to stop after their current step.
+    """
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.util.queue import Queue
 
     scaling = config.scaling
     resources = _worker_resources(config)
     console = Queue()
+    stop_flag = ray.remote(num_cpus=0)(_Flag).remote()
     trainer = TorchTrainer(
         _worker,
         train_loop_config={
             "config": config.model_dump_json(), "run_dir": str(run_dir.absolute()), "run_id": run_id,
             "tracking_uri": tracking_uri, "resume_from": str(resume_from) if resume_from else None,
-            "console": console,
+            "console": console, "stop": stop_flag,
         },
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources),
+        # Ray keeps every reported checkpoint unless told otherwise: a long run would fill the disk.
         run_config=RayRunConfig(name=run_dir.name, storage_path=storage,
-                                failure_config=FailureConfig(max_failures=scaling.max_failures)),
+                                failure_config=FailureConfig(max_failures=scaling.max_failures),
+                                checkpoint_config=CheckpointConfig(num_to_keep=KEEP)),
     )
-    stop = threading.Event()
+    done = threading.Event()
 
     def pump() -> None:
-        while not stop.is_set():
+        forwarded = False
+        while not done.is_set():
+            if not forwarded and stop_requested():
+                stop_flag.set.remote()
+                forwarded = True
             try:
                 line = console.get(timeout=0.5)
             except Exception:  # queue.Empty or the queue actor going away at shutdown
                 continue
             say(line)
 
+    fitted: dict = {}
+
+    def fit() -> None:
+        try:
+            fitted["result"] = trainer.fit()
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
+            fitted["error"] = exc
+
     printer = threading.Thread(target=pump, daemon=True)
     printer.start()
+    # Daemon: a second Ctrl-C ends the driver at once, without waiting for Ray.
+    fitter = threading.Thread(target=fit, name="ray-train-fit", daemon=True)
+    fitter.start()
     try:
-        result = trainer.fit()
+        while fitter.is_alive():
+            fitter.join(timeout=0.5)  # the main thread stays free to run signal handlers
     finally:
         while True:  # drain what is left
             try:
                 say(console.get(timeout=0.2))
             except Exception:
                 break
-        stop.set()
+        done.set()
         printer.join(timeout=2)
+    if "error" in fitted:
+        raise fitted["error"]
+    result = fitted["result"]
     if result.error is not None:
-        raise result.error
+        raise _first_worker_error(result.error)
     final = result.metrics or {}
     return RunOutcome(outcome=final.get("outcome", "failed"), step=int(final.get("step", 0)),
                       stage=int(final.get("stage", 0)), transitions=list(final.get("transitions", [])),
                       final_metrics=dict(final.get("final_metrics", {})),
                       stage_seconds=list(final.get("stage_seconds", [])),
                       stage_steps=list(final.get("stage_steps", [])))
+
+
+def _first_worker_error(error: BaseException) -> BaseException:
+    """The exception of the lowest failed rank, unwrapped from Ray's wrappers, so the driver's one-line
+    message names the real problem (a full disk, non-finite losses), not "Training failed"."""
+    failures = getattr(error, "worker_failures", None) or {}
+    if not failures:
+        return error
+    cause = failures[min(failures)]
+    return getattr(cause, "cause", None) or cause

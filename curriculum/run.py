@@ -6,7 +6,8 @@
 No arguments: the ``tiny`` preset on a local Ray instance, MLflow at sqlite:///mlflow.db in the
 working directory (unless MLFLOW_TRACKING_URI says otherwise). ``--address auto`` or RAY_ADDRESS
 joins an existing cluster. Bad arguments or config values: one line naming the problem, exit 2,
-nothing created.
+nothing created. Ctrl-C or SIGTERM: the current step finishes, a checkpoint is written, the MLflow
+run ends KILLED, exit 128 + the signal number (130, 143); the same signal again stops at once.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from curriculum.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
+from curriculum.checkpoint import CheckpointError, check_model_fits, latest_checkpoint, load_checkpoint
 from curriculum.config import RunConfig
 from curriculum.overrides import build_config, config_from_raw
 from curriculum.presets import PRESET_NAMES
+from curriculum.run_lock import RunLockedError, hold_run_lock
 from curriculum.summary import summary_table
 from oracle.cli_errors import OneLineParser, UsageError, run_cli
 
@@ -59,7 +61,7 @@ def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
         if checkpoint is None:
             raise UsageError(f"--resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
         try:
-            load_checkpoint(checkpoint)
+            state = load_checkpoint(checkpoint)
         except CheckpointError as exc:
             raise UsageError(str(exc)) from None
         try:
@@ -67,6 +69,10 @@ def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
         except ValueError:
             raise UsageError(f"--resume {run_dir}: {saved_config.name} is not valid JSON") from None
         config = config_from_raw(saved, args.overrides)
+        try:  # a checkpoint copied in from another run is refused now, not by the workers later
+            check_model_fits(checkpoint, state, config.model)
+        except CheckpointError as exc:
+            raise UsageError(str(exc)) from None
         return config, run_dir, json.loads(record_path.read_text())
     config = build_config(args.preset, args.config, args.overrides)
     run_dir = args.run_dir or Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -76,22 +82,48 @@ def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
 
 
 class _StopFlag:
-    """First Ctrl-C: finish the current step, checkpoint, stop. Second: stop at once."""
+    """First Ctrl-C or SIGTERM: finish the current step, checkpoint, stop. Second: stop at once."""
 
     def __init__(self) -> None:
         self.set = False
+        self.signum = int(signal.SIGINT)
 
     def __call__(self, signum, frame) -> None:
         if self.set:
             raise KeyboardInterrupt
-        self.set = True
-        print("\ninterrupt: finishing the current step and writing a checkpoint (Ctrl-C again to abort)",
-              file=sys.stderr)
+        self.set, self.signum = True, int(signum)
+        print(f"\n{signal.Signals(signum).name}: finishing the current step and writing a checkpoint "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number."""
+        return 128 + self.signum
+
+
+def _lock(run_dir: Path):
+    try:
+        return hold_run_lock(run_dir)
+    except RunLockedError as exc:
+        raise UsageError(f"--resume {run_dir}: {exc}") from None
+
+
+def _save_traceback(run_dir: Path) -> str:
+    """Write the traceback to ``run_dir/error.txt``; on a full disk that may fail too, which must not
+    replace the real error by a second one."""
+    path = run_dir / "error.txt"
+    try:
+        path.write_text(traceback.format_exc())
+    except OSError:
+        return ""
+    return f" (traceback in {path})"
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     config, run_dir, record = _resolve(args)
+    # A resumed run whose driver is still alive is left alone (and never marked KILLED).
+    lock = _lock(run_dir) if record is not None else None
     uri = None
     if record is not None:
         uri = record.get("tracking_uri")
@@ -105,10 +137,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     address = args.address or os.environ.get("RAY_ADDRESS")
     if args.backend == "local" and args.address:
         raise UsageError("--address needs --backend ray")
+    if args.backend == "local":
+        from curriculum.context import pick_device
+
+        try:
+            pick_device(config.train.device)  # e.g. cuda on a machine without one: refused before anything exists
+        except RuntimeError as exc:
+            raise UsageError(str(exc)) from None
     storage = _connect_ray(config, run_dir, address) if args.backend == "ray" else None
+    # Installed after ray.init, which sets a SIGTERM handler of its own (exit at once, run left RUNNING).
+    stop = _StopFlag()
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
 
     # Nothing was created before this point.
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = lock or _lock(run_dir)  # held until this process exits, however it exits
     if record is None:
         run_id = None
         if uri is not None:
@@ -139,8 +182,6 @@ def main(argv: Optional[list[str]] = None) -> int:
         resume_from = latest_checkpoint(run_dir / "checkpoints")
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
 
-    stop = _StopFlag()
-    previous = signal.signal(signal.SIGINT, stop)
     status = "FAILED"
     try:
         if args.backend == "local":
@@ -148,19 +189,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             from curriculum.ray_backend import run_with_ray
 
-            outcome = _with_quiet_ray(lambda: run_with_ray(config, run_dir, run_id, uri, storage, resume_from))
+            outcome = _with_quiet_ray(lambda: run_with_ray(config, run_dir, run_id, uri, storage, resume_from,
+                                                           stop_requested=lambda: stop.set))
         status = "KILLED" if outcome.outcome == "killed" else "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         print(f"{PROG}: aborted; resume with: {PROG} --resume {run_dir}", file=sys.stderr)
-        return 130
+        return stop.exit_code
     except Exception as exc:
-        (run_dir / "error.txt").write_text(traceback.format_exc())
         print(f"{PROG}: error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-              f" (traceback in {run_dir / 'error.txt'})", file=sys.stderr)
+              f"{_save_traceback(run_dir)}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
         if run_id is not None:  # the driver owns the run's final status
             from curriculum.mlflow_tracker import MlflowTracker
 
@@ -171,7 +213,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"MLflow: mlflow ui --backend-store-uri {uri}  (experiment {config.tracking.experiment}, run {run_id})")
     if outcome.outcome == "killed":
         print(f"stopped; resume with: {PROG} --resume {run_dir}", file=sys.stderr)
-        return 130
+        return stop.exit_code
     return 0
 
 
@@ -209,10 +251,7 @@ def _run_local(config: RunConfig, run_dir: Path, run_id: str, uri: str, resume_f
     from curriculum.loop import run_curriculum
     from curriculum.tracking import FileTracker, MultiTracker
 
-    try:
-        ctx = local_context(config.train.device, resume_from, stop_requested=lambda: stop.set)
-    except RuntimeError as exc:
-        raise UsageError(str(exc)) from None
+    ctx = local_context(config.train.device, resume_from, stop_requested=lambda: stop.set)
     trackers = [FileTracker(run_dir)]
     if run_id is not None:
         from curriculum.mlflow_tracker import MlflowTracker
@@ -222,7 +261,10 @@ def _run_local(config: RunConfig, run_dir: Path, run_id: str, uri: str, resume_f
     try:
         outcome = run_curriculum(config, ctx, tracker, run_dir, run_id)
     except BaseException:
-        tracker.finish("FAILED")
+        try:
+            tracker.finish("FAILED")
+        except Exception:  # noqa: BLE001 - e.g. a full disk: the error that stopped the run matters more
+            pass
         raise
     tracker.finish("KILLED" if outcome.outcome == "killed" else "FINISHED")
     return outcome

@@ -38,6 +38,7 @@ def train_step(
     ema: Optional[EMA] = None,
     grad_clip: Optional[float] = 1.0,
     all_finite: Optional[Callable[[bool], bool]] = None,
+    force_nonfinite: bool = False,
 ) -> tuple[HRMCarry, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """One segment, loss, backward and optimizer step.
 
@@ -45,12 +46,16 @@ def train_step(
     samples the step trained on. A non-finite loss skips the update (``logs["skipped"] = 1``);
     under data parallelism ``all_finite`` turns the local verdict into the verdict of every rank,
     so all ranks skip together (a lone skip would leave the others waiting in backward).
+    ``force_nonfinite`` (fault injection) turns the loss into NaN, so that path runs for real.
     """
     model.train()
     carry, outputs = model(carry, batch)
     data = carry.current_data
     metrics = score(outputs, data, carry.steps)
     loss, logs = act_loss(outputs, data, metrics["optimal"].bool(), weights)
+    if force_nonfinite:
+        loss = loss * float("nan")
+        logs["total"] = loss.detach().float()
     optimizer.zero_grad(set_to_none=True)
     finite = bool(torch.isfinite(loss))
     if all_finite is not None:

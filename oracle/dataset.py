@@ -236,30 +236,63 @@ def load_split(directory: Path) -> DatasetSplit:
     if not isinstance(metadata, dict):
         raise DatasetError(f"{meta_path} is not a JSON object")
     arrays = {name: _load_npy(directory / f"{SET_NAME}__{name}.npy") for name in HRM_FILES}
-    n = len(arrays["inputs"])
-    if arrays["inputs"].ndim != 2 or arrays["labels"].shape != arrays["inputs"].shape:
-        raise DatasetError(
-            f"{directory / 'all__labels.npy'} shape {arrays['labels'].shape} does not match "
-            f"all__inputs.npy shape {arrays['inputs'].shape}"
-        )
+    _check_hrm_arrays(directory, arrays, metadata)
+    sidecars = _load_sidecars(directory, n=len(arrays["inputs"]), cells=arrays["inputs"].shape[1])
+    return DatasetSplit(metadata=metadata, sidecars=sidecars, **arrays)
+
+
+def _file(directory: Path, name: str) -> Path:
+    return directory / f"{SET_NAME}__{name}.npy"
+
+
+def _fail_unless(condition: bool, path: Path, problem: str) -> None:
+    if not condition:
+        raise DatasetError(f"{path} {problem}")
+
+
+def _check_hrm_arrays(directory: Path, arrays: dict[str, np.ndarray], metadata: dict) -> None:
+    """Shapes, dtypes and index structure of HRM's files, so a damaged file is named before it is used."""
+    inputs, labels = arrays["inputs"], arrays["labels"]
+    _fail_unless(inputs.ndim == 2 and inputs.dtype.kind in "iu", _file(directory, "inputs"),
+                 f"must be a 2-D integer array [examples, cells], got {inputs.dtype} {inputs.shape}")
+    _fail_unless(labels.shape == inputs.shape and labels.dtype.kind in "iu", _file(directory, "labels"),
+                 f"has {labels.dtype} {labels.shape}, expected integers shaped like all__inputs.npy {inputs.shape}")
     seq_len = metadata.get("seq_len")
-    if seq_len is not None and arrays["inputs"].shape[1] != seq_len:
-        raise DatasetError(f"{directory / 'all__inputs.npy'} rows have {arrays['inputs'].shape[1]} cells, "
-                           f"dataset.json says seq_len {seq_len}")
+    _fail_unless(seq_len is None or inputs.shape[1] == seq_len, _file(directory, "inputs"),
+                 f"rows have {inputs.shape[1]} cells, dataset.json says seq_len {seq_len}")
+    # HRM's layout: puzzle p holds examples puzzle_indices[p]:puzzle_indices[p+1]; group g holds puzzles
+    # group_indices[g]:group_indices[g+1].
+    _check_index(directory, "puzzle_indices", arrays["puzzle_indices"], len(inputs))
+    puzzles = len(arrays["puzzle_indices"]) - 1
+    _fail_unless(arrays["puzzle_identifiers"].shape == (puzzles,), _file(directory, "puzzle_identifiers"),
+                 f"has shape {arrays['puzzle_identifiers'].shape}, expected ({puzzles},)")
+    _check_index(directory, "group_indices", arrays["group_indices"], puzzles)
+
+
+def _check_index(directory: Path, name: str, index: np.ndarray, ends_at: int) -> None:
+    _fail_unless(index.ndim == 1 and index.dtype.kind in "iu" and len(index) >= 1 and index[0] == 0
+                 and index[-1] == ends_at and bool(np.all(np.diff(index) >= 0)), _file(directory, name),
+                 f"must rise from 0 to {ends_at} (got {index.dtype} {index.shape})")
+
+
+def _load_sidecars(directory: Path, n: int, cells: int) -> dict[str, np.ndarray]:
+    """The sidecars, all or none (a plain HRM directory); each checked for shape, dtype and range."""
     sidecars = {}
-    expected = {"costs": (n, arrays["inputs"].shape[1])}
     for name in SIDECARS:
-        path = directory / f"{SET_NAME}__{name}.npy"
+        path = _file(directory, name)
         if path.exists():
             array = _load_npy(path)
-            want = expected.get(name, (n,))
-            if array.shape != want:
-                raise DatasetError(f"{path} has shape {array.shape}, expected {want}")
+            want = (n, cells) if name == "costs" else (n,)
+            kinds = "f" if name in ("costs", "optimal_cost") else "iu"
+            _fail_unless(array.shape == want and array.dtype.kind in kinds, path,
+                         f"has {array.dtype} {array.shape}, expected {'float' if kinds == 'f' else 'integer'} {want}")
+            if name in ("start", "end"):
+                _fail_unless(bool(np.all((array >= 0) & (array < cells))), path, f"holds cells outside 0..{cells - 1}")
             sidecars[name] = array
     if sidecars and len(sidecars) != len(SIDECARS):
-        missing = [f"all__{name}.npy" for name in SIDECARS if name not in sidecars]
+        missing = [_file(directory, name).name for name in SIDECARS if name not in sidecars]
         raise DatasetError(f"{directory} is missing sidecar file(s) {', '.join(missing)}")
-    return DatasetSplit(metadata=metadata, sidecars=sidecars, **arrays)
+    return sidecars
 
 
 def load_dataset(directory: Path) -> dict[str, DatasetSplit]:

@@ -1,14 +1,21 @@
-"""Shared test helpers: an independent shortest-path reference (SciPy), not the oracle's A*."""
+"""Shared test helpers: an independent shortest-path reference (SciPy), not the oracle's A*; real Ray
+nodes and a real MLflow server on loopback for integration tests."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -133,3 +140,74 @@ class RayNodes:
 @pytest.fixture(scope="session")
 def ray_nodes() -> RayNodes:
     return RayNodes()
+
+
+@dataclass
+class RayHead:
+    address: str
+    process: subprocess.Popen  # the ``ray start --block`` process: every Ray process of the cluster descends from it
+
+
+@pytest.fixture(scope="module")
+def ray_head(ray_nodes, tmp_path_factory) -> RayHead:
+    """A local 2-CPU Ray head on loopback for one test module (token authentication off: test cluster)."""
+    short = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # socket paths must stay short
+    port = ray_nodes.free_port()
+    address = f"127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("ray") / "head.log"
+    head = ray_nodes.start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
+                            f"--dashboard-port={ray_nodes.free_port()}"], short / "h", log, cpus=2)
+    try:
+        ray_nodes.wait(address, 1, [head], [log])
+        yield RayHead(address, head)
+    finally:
+        ray_nodes.stop(head)
+        shutil.rmtree(short, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_address(ray_head) -> str:
+    return ray_head.address
+
+
+# ---------------------------------------------------------------- a real MLflow server on loopback
+def start_mlflow_server(db: Path, port: int, log: Path) -> subprocess.Popen:
+    """``mlflow server`` on 127.0.0.1 (never all interfaces) with its runs in the SQLite file ``db``."""
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # no background job workers
+    return subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=db.parent)
+
+
+def wait_for_mlflow_server(proc: subprocess.Popen, port: int, log: Path, limit_s: float = 45.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"mlflow server exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.25)
+    raise AssertionError(f"mlflow server did not answer in {limit_s} s: {log.read_text()[-2000:]}")
+
+
+def stop_mlflow_server(proc: subprocess.Popen) -> None:
+    # The server runs uvicorn in child processes: end the whole process group it was started in.
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server() -> SimpleNamespace:
+    """Start, await and stop real ``mlflow server`` processes."""
+    return SimpleNamespace(free_port=free_port, start=start_mlflow_server, wait=wait_for_mlflow_server,
+                           stop=stop_mlflow_server)

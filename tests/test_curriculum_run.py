@@ -2,12 +2,8 @@
 
 import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -16,23 +12,6 @@ from mlflow.tracking import MlflowClient
 from hrm.metrics import METRIC_NAMES
 
 EVAL_METRICS = [m for m in METRIC_NAMES]  # every metric of DESIGN.md's table
-
-
-@pytest.fixture(scope="module")
-def ray_address(ray_nodes, tmp_path_factory):
-    """A local 2-CPU Ray head on loopback for this module (token authentication off: test cluster)."""
-    short = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))  # socket paths must stay short
-    port = ray_nodes.free_port()
-    address = f"127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("ray") / "head.log"
-    head = ray_nodes.start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                            f"--dashboard-port={ray_nodes.free_port()}"], short / "h", log, cpus=2)
-    try:
-        ray_nodes.wait(address, 1, [head], [log])
-        yield address
-    finally:
-        ray_nodes.stop(head)
-        shutil.rmtree(short, ignore_errors=True)
 
 
 def cli_env():
@@ -109,42 +88,6 @@ def test_local_backend_takes_the_same_decisions_as_ray_with_one_worker(local_run
     assert transitions(tmp_path / "run") == transitions(local_dir)
     local_rank0 = (local_dir / "decisions" / "rank-0.jsonl").read_text()
     assert (tmp_path / "run" / "decisions" / "rank-0.jsonl").read_text() == local_rank0
-
-
-def test_kill_9_then_resume_finishes_the_same_run(ray_address, tmp_path):
-    # A long stage 1 (unreachable gate) so the run is still going when it is killed.
-    args = ["--preset", "smoke", "--address", ray_address, "--run-dir", "run",
-            "curriculum.stages.1.gate.threshold=1.0", "curriculum.stages.1.max_steps=200", "train.eval_every=20"]
-    proc = subprocess.Popen([sys.executable, "-m", "curriculum.run", *args], cwd=tmp_path, env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    run_dir = tmp_path / "run"
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline:
-            checkpoints = sorted((run_dir / "checkpoints").glob("checkpoint-*.pt"))
-            if checkpoints and int(checkpoints[-1].stem.split("-")[1]) >= 120:
-                break
-            assert proc.poll() is None, proc.stdout.read()[-3000:]
-            time.sleep(0.5)
-        else:
-            pytest.fail("no checkpoint in time")
-    finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    killed_at = int(sorted((run_dir / "checkpoints").glob("checkpoint-*.pt"))[-1].stem.split("-")[1])
-    client, run = mlflow_run(tmp_path, run_dir)
-    assert run.info.status == "RUNNING", "a killed driver leaves the run RUNNING"
-    stage_before = max(m.value for m in client.get_metric_history(run.info.run_id, "curriculum/stage"))
-
-    result = run_cli(["--resume", "run", "--address", ray_address], tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "marked KILLED" in result.stdout and "resumed from" in result.stdout
-    client, again = mlflow_run(tmp_path, run_dir)
-    assert again.info.run_id == run.info.run_id and again.info.status == "FINISHED"
-    history = client.get_metric_history(run.info.run_id, "curriculum/stage")
-    after = [m.value for m in history if m.step > killed_at]
-    assert after and min(after) >= stage_before, "resuming never goes back a stage"
-    assert json.loads((run_dir / "outcome.json").read_text())["step"] > killed_at
 
 
 def test_evaluate_cli_prints_a_table_per_size_and_writes_pictures(local_run):

@@ -3,12 +3,7 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -42,12 +37,6 @@ def store(tmp_path_factory) -> tuple[str, Path]:
 @pytest.fixture(scope="module")
 def client(store):
     return make_client(store[0])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------ tracking URIs
@@ -199,44 +188,11 @@ def test_mark_killed_if_orphaned_only_touches_running_runs(store, client):
 
 # ------------------------------------------------------------------ an unreachable server
 
-def _start_server(db: Path, port: int, log: Path) -> subprocess.Popen:
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # no background job workers
-    return subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
-
-
-def _wait_until_up(proc: subprocess.Popen, port: int, log: Path, limit_s: float = 45.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"mlflow server exited: {log.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.25)
-    raise AssertionError(f"mlflow server did not answer in {limit_s} s: {log.read_text()[-2000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    # The server runs uvicorn in child processes: end the whole process group it was started in.
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=15)
-    except ProcessLookupError:
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=5)
-
-
-def test_an_unreachable_server_queues_counts_losses_and_delivers_later(store, client, tmp_path, capsys):
+def test_an_unreachable_server_queues_counts_losses_and_delivers_later(store, client, tmp_path, capsys,
+                                                                         mlflow_server):
     uri, db = store
     run_id = create_run(uri, "curricula", "offline")
-    port = _free_port()
+    port = mlflow_server.free_port()
     tracker = MlflowTracker(f"http://127.0.0.1:{port}", run_id, attempts=2, backoff_s=0.01,
                             retry_interval_s=0.0, max_queued=5)
 
@@ -251,14 +207,14 @@ def test_an_unreachable_server_queues_counts_losses_and_delivers_later(store, cl
     err = capsys.readouterr().err
     assert "unreachable" in err and "lost" in err
 
-    proc = _start_server(db, port, tmp_path / "server.log")
+    proc = mlflow_server.start(db, port, tmp_path / "server.log")
     try:
-        _wait_until_up(proc, port, tmp_path / "server.log")
+        mlflow_server.wait(proc, port, tmp_path / "server.log")
         tracker.log_metrics({"train/loss": 9.0}, 9)  # the next call delivers the queue first
         assert tracker.queued_metrics == 0
         tracker.finish("FINISHED")
     finally:
-        _stop(proc)
+        mlflow_server.stop(proc)
 
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
@@ -271,10 +227,10 @@ def test_an_unreachable_server_queues_counts_losses_and_delivers_later(store, cl
     assert "reachable again" in capsys.readouterr().err
 
 
-def test_points_still_queued_at_finish_are_reported_lost(store, capsys):
+def test_points_still_queued_at_finish_are_reported_lost(store, capsys, mlflow_server):
     uri, _ = store
     run_id = create_run(uri, "curricula", "never-delivered")
-    tracker = MlflowTracker(f"http://127.0.0.1:{_free_port()}", run_id, attempts=1, backoff_s=0.0)
+    tracker = MlflowTracker(f"http://127.0.0.1:{mlflow_server.free_port()}", run_id, attempts=1, backoff_s=0.0)
     tracker.log_metrics({"train/loss": 1.0, "eval/optimal": 0.0}, 1)
     tracker.finish("FINISHED")  # nothing listens: must not raise
     assert tracker.lost_metrics == 2 and tracker.queued_metrics == 0

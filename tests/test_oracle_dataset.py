@@ -103,22 +103,6 @@ def test_plain_hrm_directory_without_sidecars_loads(generated, tmp_path):
         split.tasks()
 
 
-def test_missing_and_truncated_files_are_named(generated, tmp_path):
-    broken = tmp_path / "broken"
-    (broken / "train").mkdir(parents=True)
-    for f in (generated / "train").iterdir():
-        (broken / "train" / f.name).write_bytes(f.read_bytes())
-    labels = broken / "train" / "all__labels.npy"
-    labels.write_bytes(labels.read_bytes()[:200])
-    with pytest.raises(DatasetError, match="all__labels.npy"):
-        load_dataset(broken)
-    labels.unlink()
-    with pytest.raises(DatasetError, match="missing file .*all__labels.npy"):
-        load_dataset(broken)
-    with pytest.raises(DatasetError, match="does not exist"):
-        load_dataset(tmp_path / "nowhere")
-
-
 @pytest.mark.parametrize("args,needle", [
     (["--size", 7, "--count", 10], "--size 7"),
     (["--size", 41, "--count", 10], "--size 41"),

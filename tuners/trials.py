@@ -20,10 +20,11 @@ from tuners.space import SearchSpace, apply_point
 
 def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
     """Tune trainable: ``point`` is the sampled configuration, ``search`` the fixed search settings."""
-    from ray.train import FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from curriculum.checkpoint import KEEP
     from curriculum.mlflow_tracker import MlflowTracker, create_run
     from curriculum.ray_backend import _worker
 
@@ -49,7 +50,8 @@ def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
         scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
                                      resources_per_worker=resources),
         run_config=RayRunConfig(name=f"train-{trial_id}", storage_path=str(Path(search["out_dir"]) / "ray-train"),
-                                callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=0)),
+                                callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=0),
+                                checkpoint_config=CheckpointConfig(num_to_keep=KEEP)),  # not every evaluation's
     )
     try:
         trainer.fit()

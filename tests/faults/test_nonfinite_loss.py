@@ -1,0 +1,38 @@
+"""A NaN loss is skipped and counted; too many in a row stop the run with a clear error and a last good
+checkpoint, from which the run resumes. The NaNs are injected with ``faults.nonfinite_loss_steps``."""
+
+from __future__ import annotations
+
+import math
+
+from curriculum.checkpoint import load_checkpoint
+
+
+def test_nonfinite_steps_are_skipped_counted_and_a_streak_stops_the_run_at_a_good_checkpoint(runs, tmp_path):
+    run_dir = tmp_path / "run"
+    streak = ",".join(str(step) for step in range(25, 61))
+    result = runs.run(["--preset", "smoke", "--backend", "local", "--run-dir", "run", *runs.ENDLESS,
+                       f"faults.nonfinite_loss_steps=[3,4,5,{streak}]", "train.max_skipped_steps=5"], tmp_path)
+    # Steps 3-5 are skipped and the run goes on; steps 25-29 are five in a row: the run stops at step 29.
+    assert result.returncode == 1, result.stderr[-3000:]
+    error = result.stderr.strip().splitlines()[-1]  # above it, only MLflow's own notes on creating its tables
+    assert error.startswith("python -m curriculum.run: error: NonFiniteLossError: 5 consecutive non-finite losses")
+    assert "train.max_skipped_steps" in error and "at step 29" in error
+    good = "run/checkpoints/checkpoint-000000020.pt"  # as given: --run-dir run
+    assert f"the last good checkpoint is {good}" in error
+    assert runs.checkpoint_steps(run_dir) == [20]
+    saved = load_checkpoint(tmp_path / good)
+    assert all(bool(tensor.isfinite().all()) for tensor in saved["model"].values())
+
+    client, run = runs.mlflow_run(run_dir)
+    assert run.info.status == "FAILED"
+    skipped = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train/skipped_steps")}
+    assert skipped == {20: 3.0, 29: 8.0}
+    assert math.isfinite(run.data.metrics["train/loss"]), "skipped steps stay out of the loss average"
+
+    resumed = runs.run(["--resume", "run", "--backend", "local", "faults.nonfinite_loss_steps=[]",
+                        "train.max_steps=40"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {good} at step 20" in resumed.stdout
+    _, run = runs.mlflow_run(run_dir)
+    assert run.info.status == "FINISHED" and runs.outcome(run_dir)["step"] == 40

@@ -7,6 +7,7 @@ where MLflow is not installed. Every call goes through an explicit ``MlflowClien
 
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
 import time
@@ -79,7 +80,7 @@ def create_run(uri: str, experiment: str, run_name: Optional[str], tags: Optiona
     """Create a RUNNING run in ``experiment`` (created if missing) and return its id."""
     from mlflow.exceptions import MlflowException
 
-    client = make_client(uri)
+    client = _client_on_ready_store(uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         try:
@@ -94,6 +95,25 @@ def create_run(uri: str, experiment: str, run_name: Optional[str], tags: Optiona
         experiment_id = found.experiment_id
     run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()})
     return run.info.run_id
+
+
+def _client_on_ready_store(uri: str) -> "MlflowClient":
+    """A client whose store is open; opening a SQLite store is serialised across processes.
+
+    Opening a new ``mlflow.db`` creates its tables and runs MLflow's schema migrations. Two runs
+    started at once would both do it, and the loser fails ("table ... already exists", "duplicate
+    column name") or leaves a store that never opens again. An exclusive lock on ``mlflow.db.lock``
+    (a separate file: closing any descriptor of the database itself would drop SQLite's own locks)
+    lets one process create the schema while the others wait and then find it complete.
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        return make_client(uri)
+    with open(db.with_name(db.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        client = make_client(uri)
+        client.search_experiments(max_results=1)
+    return client
 
 
 def _artifact_location(uri: str) -> Optional[str]:

@@ -32,6 +32,12 @@ class ModelConfig(BaseModel):
     halt_exploration_prob: float = Field(
         0.1, ge=0.0, le=1.0, description="Chance that a sample gets a random minimum of 2..halt_max_steps segments."
     )
+    q_continue: bool = Field(
+        True,
+        description="HRM's ACT: q_continue learns a target bootstrapped from one extra no-grad segment per "
+        "training step, and a sample halts when q_halt > q_continue. False: TRM's simplification, no "
+        "q_continue loss and no extra segment (a third less compute per step); halt when q_halt > 0.",
+    )
     max_grid: int = Field(
         40, ge=1, description="Largest grid side N the model accepts (rotary tables are built per N)."
     )

@@ -189,7 +189,10 @@ class HRM(nn.Module):
             steps = steps + 1
             last = steps >= c.halt_max_steps
             new_halted = last
-            if self.training and c.halt_max_steps > 1:
+            if self.training and c.halt_max_steps > 1 and not c.q_continue:
+                # TRM: halt once the model believes its answer is right, never before the minimum.
+                new_halted = last | ((q_halt > 0) & (steps >= min_steps))
+            elif self.training and c.halt_max_steps > 1:
                 # Halt when Q prefers halting (never before the sample's minimum), or at the cap.
                 new_halted = last | ((q_halt > q_continue) & (steps >= min_steps))
                 # Q-learning target for "continue": the value of the next segment, bootstrapped from

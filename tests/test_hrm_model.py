@@ -179,6 +179,20 @@ def test_lazy_q_halts_exactly_at_max_steps():
     assert (history[-1][0] == 4).all()
 
 
+@pytest.mark.parametrize("q_halt_bias, halts", [(5.0, True), (-5.0, False)])
+def test_without_q_continue_a_sample_halts_on_the_sign_of_q_halt(q_halt_bias, halts):
+    torch.manual_seed(0)
+    model = HRM(tiny_config(q_continue=False, halt_exploration_prob=0.0, halt_max_steps=3)).train()
+    with torch.no_grad():
+        model.q_head.bias.copy_(torch.tensor([q_halt_bias, 50.0]))  # q_continue ignored, however large
+    calls = []
+    original = model.segment
+    model.segment = lambda *args: calls.append(1) or original(*args)
+    carry, out = model(model.initial_carry(make_batch(4, 6)), make_batch(4, 6))
+    assert carry.halted.tolist() == [halts] * 4
+    assert "target_q_continue" not in out and len(calls) == 1  # no bootstrap segment
+
+
 def test_exploration_forces_random_minimum_steps():
     max_steps = 6
     model = _eager_model(halt_exploration_prob=1.0, halt_max_steps=max_steps).train()

@@ -1,0 +1,130 @@
+"""Learning curves that back the README's Results tables: train a preset for a wall-clock budget, then
+measure the trained model on fresh held-out tasks at every grid size.
+
+    python benchmarks/learning.py --preset tiny --minutes 30                  # the laptop row
+    python benchmarks/learning.py --preset gpu --minutes 25 --device cuda     # the GPU row
+    python benchmarks/learning.py --preset tiny --minutes 30 --variant direct      # ablation rows
+    python benchmarks/learning.py --preset tiny --minutes 30 --variant onestep
+    python benchmarks/learning.py --preset tiny --minutes 30 --variant fullbp-ema
+
+Each row is one ``python -m curriculum.run --backend local`` (so it also runs on a GPU box without
+Ray or MLflow) with ``train.max_minutes`` set, followed by ``curriculum.evaluate`` on ``--count``
+tasks per size. Variants change one thing against the preset:
+
+- ``curriculum``: the preset as it is;
+- ``direct``: a one-stage ladder, the preset's last stage (40×40 in tiny, gpu and paper) from step 0;
+- ``onestep`` / ``fullbp-ema``: HRM's one-step gradient, or full backprop through the recursion
+  with an EMA of the weights (TRM), everything else as in the preset.
+
+Prints a Markdown table (grid size × connectivity / valid_route / optimal / exact, and the step and
+minute at which the run reached each stage) and writes it with the raw numbers to RUN_DIR/learning.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+VARIANTS = ("curriculum", "direct", "onestep", "fullbp-ema")
+COLUMNS = ("connectivity", "valid_route", "optimal", "exact")
+
+
+def variant_overrides(preset: str, variant: str) -> list[str]:
+    """The dotted overrides that turn ``preset`` into ``variant``."""
+    from curriculum.presets import preset_dict
+
+    if variant == "curriculum":
+        return []
+    if variant == "direct":
+        last = dict(preset_dict(preset)["curriculum"]["stages"][-1], replay=0.0)
+        return ["curriculum.stages=" + json.dumps([last])]
+    if variant == "onestep":
+        return ["model.full_backprop=false", "model.ema_decay=null"]
+    if variant == "fullbp-ema":
+        return ["model.full_backprop=true", "model.ema_decay=0.999"]
+    raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
+
+
+def stage_arrivals(outcome: dict, sizes: list[int]) -> dict[int, tuple[int, float]]:
+    """Grid size -> (step, minutes) at which the run first reached the stage of that size.
+
+    ``outcome.json`` keeps the transitions and, per stage visit, its steps and seconds; the two
+    line up: visit i + 1 began with transition i.
+    """
+    arrivals = {sizes[0]: (0, 0.0)}
+    step, seconds = 0, 0.0
+    for transition, visit_steps, visit_seconds in zip(outcome["transitions"], outcome["stage_steps"],
+                                                      outcome["stage_seconds"]):
+        step, seconds = step + visit_steps, seconds + visit_seconds
+        if transition["action"] == "promote":
+            arrivals.setdefault(sizes[transition["to_stage"]], (step, seconds / 60.0))
+    return arrivals
+
+
+def markdown_table(results: dict[int, dict[str, float]], arrivals: dict[int, tuple[int, float]]) -> str:
+    lines = ["| grid | " + " | ".join(COLUMNS) + " | stage reached at step | minutes |",
+             "| --- | " + " | ".join("---" for _ in COLUMNS) + " | --- | --- |"]
+    for size, means in results.items():
+        step, minutes = arrivals.get(size, (None, None))
+        reached = ("—", "—") if step is None else (f"{step:,}", f"{minutes:.1f}")
+        lines.append(f"| {size}×{size} | " + " | ".join(f"{means[c]:.3f}" for c in COLUMNS)
+                     + f" | {reached[0]} | {reached[1]} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--variant", default="curriculum", choices=VARIANTS)
+    parser.add_argument("--minutes", type=float, default=30.0, help="training budget (train.max_minutes)")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--count", type=int, default=512, help="held-out tasks per grid size")
+    parser.add_argument("--sizes", default="10,20,30,40")
+    parser.add_argument("--run-dir", type=Path, help="default runs/learning-<preset>-<variant>-<time>")
+    parser.add_argument("overrides", nargs="*", help="extra key.path=value overrides for the run")
+    args = parser.parse_args(argv)
+
+    run_dir = args.run_dir or Path("runs") / f"learning-{args.preset}-{args.variant}-{time.strftime('%Y%m%d-%H%M%S')}"
+    command = [sys.executable, "-m", "curriculum.run", "--backend", "local", "--preset", args.preset,
+               "--run-dir", str(run_dir), f"train.max_minutes={args.minutes:g}", f"train.device={args.device}",
+               *variant_overrides(args.preset, args.variant), *args.overrides]
+    print("$ " + " ".join(command), flush=True)
+    started = time.perf_counter()
+    finished = subprocess.run(command)
+    wall = time.perf_counter() - started
+    if finished.returncode not in (0, 130):
+        print(f"learning: the run failed (exit {finished.returncode})", file=sys.stderr)
+        return finished.returncode
+
+    from curriculum.checkpoint import latest_checkpoint
+    from curriculum.evaluate import evaluate_checkpoint
+
+    outcome = json.loads((run_dir / "outcome.json").read_text())
+    config = json.loads((run_dir / "config.json").read_text())
+    ladder = [stage["size"] for stage in config["curriculum"]["stages"]]
+    sizes = [int(s) for s in args.sizes.split(",")]
+    results = evaluate_checkpoint(latest_checkpoint(run_dir / "checkpoints"), sizes, args.count, args.device,
+                                  run_dir / "pictures")
+    arrivals = stage_arrivals(outcome, ladder)
+    table = markdown_table(results, arrivals)
+    print(f"\n{args.preset} / {args.variant}: {outcome['outcome']} at step {outcome['step']:,}, stage "
+          f"{outcome['stage']} ({ladder[outcome['stage']]}×{ladder[outcome['stage']]}), "
+          f"{wall / 60:.1f} min wall, {args.count} held-out tasks per size on {args.device}")
+    print(table)
+    (run_dir / "learning.json").write_text(json.dumps({
+        "preset": args.preset, "variant": args.variant, "minutes": args.minutes, "device": args.device,
+        "command": command, "wall_seconds": wall, "outcome": outcome,
+        "heldout": {str(k): v for k, v in results.items()},
+        "arrivals": {str(k): list(v) for k, v in arrivals.items()}, "table": table,
+    }, indent=2))
+    print(f"pictures: {run_dir / 'pictures'}; numbers: {run_dir / 'learning.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

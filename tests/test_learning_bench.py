@@ -1,0 +1,47 @@
+"""benchmarks/learning.py end to end on the smoke preset: a real run, then held-out tables."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "benchmarks" / "learning.py"
+
+
+def _bench(tmp_path, *args):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return subprocess.run([sys.executable, str(SCRIPT), "--preset", "smoke", "--count", "32", "--sizes", "8,10",
+                           "--run-dir", str(tmp_path / "run"), *args],
+                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+
+
+def test_curriculum_row_reports_every_size_and_when_each_stage_was_reached(tmp_path):
+    result = _bench(tmp_path, "--minutes", "5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "run" / "learning.json").read_text())
+    assert set(report["heldout"]) == {"8", "10"}
+    for means in report["heldout"].values():
+        assert 0.0 <= means["valid_route"] <= means["connectivity"] <= 1.0
+    # smoke promotes out of 8x8 within its step cap: the 10x10 row carries the step it got there.
+    promotions = [t for t in report["outcome"]["transitions"] if t["action"] == "promote"]
+    assert promotions and report["arrivals"]["10"][0] == promotions[0]["step"]
+    assert f"| 10×10 | {report['heldout']['10']['connectivity']:.3f} |" in result.stdout
+    assert (tmp_path / "run" / "pictures" / "evaluate-10x10.png").is_file()
+
+
+@pytest.mark.parametrize("variant, expected", [
+    ("direct", {"sizes": [10], "full_backprop": False}),
+    ("fullbp-ema", {"sizes": [8, 10], "full_backprop": True}),
+])
+def test_variants_change_one_thing(tmp_path, variant, expected):
+    result = _bench(tmp_path, "--minutes", "0.001", "--variant", variant)
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert [s["size"] for s in config["curriculum"]["stages"]] == expected["sizes"]
+    assert config["model"]["full_backprop"] is expected["full_backprop"]
+    assert config["train"]["max_minutes"] == 0.001
+    assert json.loads((tmp_path / "run" / "outcome.json").read_text())["step"] == 1  # the budget ends it at once

@@ -1,6 +1,7 @@
 """HRM speed: training-step throughput per grid size, and batched metrics vs a per-sample Python BFS.
 
     python benchmarks/hrm_bench.py                       # CPU preset on this machine
+    python benchmarks/hrm_bench.py --cpu-dtype bfloat16 --sizes 10,20   # bfloat16 autocast on the CPU
     python benchmarks/hrm_bench.py --preset paper --device cuda --batch 256
 
 Prints tokens/s and samples/s of full ACT training steps (one segment, loss, backward, AdamATan2)
@@ -23,7 +24,7 @@ from hrm.batch import task_tensors
 from hrm.config import model_preset
 from hrm.losses import PenaltyWeights
 from hrm.metrics import path_metrics
-from hrm.model import HRM, count_parameters
+from hrm.model import HRM, autocast_dtype, count_parameters
 from hrm.optimizer import AdamATan2
 from hrm.training import train_step
 from oracle import TaskSpec, generate_tasks
@@ -55,11 +56,13 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_training(preset: str, device: torch.device, batch: int, sizes: list[int], steps: int) -> dict[int, float]:
+def bench_training(preset: str, device: torch.device, batch: int, sizes: list[int], steps: int,
+                   cpu_dtype: str = "float32") -> dict[int, float]:
     torch.manual_seed(0)
-    model = HRM(model_preset(preset)).to(device)
+    model = HRM(model_preset(preset, cpu_dtype=cpu_dtype)).to(device)
     optimizer = AdamATan2(model.parameters(), lr=1e-4)
-    print(f"{preset} preset: {count_parameters(model) / 1e6:.2f}M parameters on {device}, batch {batch}")
+    print(f"{preset} preset: {count_parameters(model) / 1e6:.2f}M parameters on {device}, batch {batch}, "
+          f"matmuls in {str(autocast_dtype(model.config, device)).removeprefix('torch.')}")
     peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if device.type == "cuda"
                  and k in torch.cuda.get_device_name(device)), None)
     print(f"{'N':>3} | {'ms/step':>8} | {'samples/s':>10} | {'tokens/s':>11} | {'TFLOP/s':>8} | {'% bf16 peak':>11}")
@@ -146,6 +149,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=None, help="samples per step (default 32 on CPU, 256 on CUDA)")
     parser.add_argument("--sizes", default="10,20,30,40")
+    parser.add_argument("--cpu-dtype", default="float32", choices=["float32", "bfloat16", "auto"],
+                        help="model.cpu_dtype: autocast dtype on a CPU (auto = bfloat16 where the CPU has it natively)")
     parser.add_argument("--steps", type=int, default=None, help="timed steps per size (default 3 CPU, 20 CUDA)")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -154,7 +159,7 @@ def main() -> None:
     steps = args.steps or (20 if cuda else 3)
     print(f"torch {torch.__version__}, device {torch.cuda.get_device_name(device) if cuda else 'cpu'}, "
           f"{torch.get_num_threads()} CPU threads")
-    bench_training(args.preset, device, batch, [int(s) for s in args.sizes.split(",")], steps)
+    bench_training(args.preset, device, batch, [int(s) for s in args.sizes.split(",")], steps, args.cpu_dtype)
     bench_metrics(device)
 
 

@@ -1,14 +1,15 @@
 """Learning curves that back the README's Results tables: train a preset for a wall-clock budget, then
 measure the trained model on fresh held-out tasks at every grid size.
 
-    python benchmarks/learning.py --preset tiny --minutes 30                  # the laptop row
+    python benchmarks/learning.py --preset tiny --minutes 30 --backend ray    # the laptop row
     python benchmarks/learning.py --preset gpu --minutes 25 --device cuda     # the GPU row
     python benchmarks/learning.py --preset tiny --minutes 30 --variant direct      # ablation rows
     python benchmarks/learning.py --preset tiny --minutes 30 --variant onestep
     python benchmarks/learning.py --preset tiny --minutes 30 --variant fullbp-ema
 
-Each row is one ``python -m curriculum.run --backend local`` (so it also runs on a GPU box without
-Ray or MLflow) with ``train.max_minutes`` set, followed by ``curriculum.evaluate`` on ``--count``
+Each row is one ``python -m curriculum.run`` with ``train.max_minutes`` set (``--backend local`` by
+default, so it also runs on a GPU box without Ray or MLflow; ``--backend ray`` is the main job as
+users start it), followed by ``curriculum.evaluate`` on ``--count``
 tasks per size. Variants change one thing against the preset:
 
 - ``curriculum``: the preset as it is;
@@ -83,6 +84,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--variant", default="curriculum", choices=VARIANTS)
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget (train.max_minutes)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--backend", default="local", choices=("local", "ray"),
+                        help="local: in-process (no Ray needed); ray: Ray Train workers, as the main job runs")
     parser.add_argument("--count", type=int, default=512, help="held-out tasks per grid size")
     parser.add_argument("--sizes", default="10,20,30,40")
     parser.add_argument("--run-dir", type=Path, help="default runs/learning-<preset>-<variant>-<time>")
@@ -90,7 +93,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     run_dir = args.run_dir or Path("runs") / f"learning-{args.preset}-{args.variant}-{time.strftime('%Y%m%d-%H%M%S')}"
-    command = [sys.executable, "-m", "curriculum.run", "--backend", "local", "--preset", args.preset,
+    command = [sys.executable, "-m", "curriculum.run", "--backend", args.backend, "--preset", args.preset,
                "--run-dir", str(run_dir), f"train.max_minutes={args.minutes:g}", f"train.device={args.device}",
                *variant_overrides(args.preset, args.variant), *args.overrides]
     print("$ " + " ".join(command), flush=True)

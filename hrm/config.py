@@ -52,7 +52,12 @@ class ModelConfig(BaseModel):
         None, gt=0.0, lt=1.0, description="Decay of the exponential moving average of weights (TRM); None = off."
     )
     forward_dtype: Literal["bfloat16", "float16", "float32"] = Field(
-        "bfloat16", description="Autocast dtype on CUDA; on CPU the model always runs in float32."
+        "bfloat16", description="Autocast dtype on CUDA."
+    )
+    cpu_dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        "float32",
+        description="Autocast dtype on a CPU. auto = bfloat16 where the CPU multiplies bfloat16 natively "
+        "(AVX512-BF16 or AMX: about 2.4x the float32 matrix throughput), float32 elsewhere.",
     )
     rms_norm_eps: float = Field(1e-5, gt=0.0, description="Epsilon of the weightless RMSNorm.")
     rope_theta: float = Field(10000.0, gt=1.0, description="Base of the rotary frequencies (per grid axis).")

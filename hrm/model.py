@@ -48,6 +48,26 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX); emulated bf16 is slower than float32."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except AttributeError:  # a torch without these probes (or a non-x86 build): assume not
+        return False
+
+
+def autocast_dtype(config: ModelConfig, device: torch.device) -> torch.dtype:
+    """The dtype the model's matrix products run in on ``device`` (float32 = no autocast)."""
+    if device.type == "cuda":
+        return getattr(torch, config.forward_dtype)
+    if device.type == "cpu":
+        wanted = config.cpu_dtype
+        if wanted == "auto":
+            wanted = "bfloat16" if cpu_has_native_bf16() else "float32"
+        return getattr(torch, wanted)
+    return torch.float32  # MPS and others: plain float32
+
+
 def grid_side(num_cells: int) -> int:
     """N for a row-major N x N grid of ``num_cells`` cells; ValueError if it is not a square."""
     n = math.isqrt(num_cells)
@@ -86,10 +106,10 @@ class HRM(nn.Module):
 
     # ------------------------------------------------------------------ one segment
     def _autocast(self, device: torch.device):
-        dtype = getattr(torch, self.config.forward_dtype)
-        if device.type == "cuda" and dtype != torch.float32:
-            return torch.autocast(device_type="cuda", dtype=dtype)
-        return nullcontext()  # CPU (and MPS): plain float32
+        dtype = autocast_dtype(self.config, device)
+        if dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
 
     def _embed(self, inputs: torch.Tensor, vehicle: torch.Tensor) -> torch.Tensor:
         """[B, 1 + N*N, D]: vehicle prefix, then the cell tokens; scaled by sqrt(D)."""

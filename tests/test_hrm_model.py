@@ -272,3 +272,51 @@ def test_rotary_scores_depend_only_on_2d_offset():
     s9 = (apply_rotary(q, cos9[i], sin9[i]) * apply_rotary(k, cos9[j], sin9[j])).sum()
     assert torch.allclose(s9, score((1, 2), (3, 5)), atol=1e-5)
     assert rot(n)[0] is cos  # cached per N
+
+
+# ---------------------------------------------------------------- CPU precision
+def test_cpu_dtype_auto_follows_the_hardware(monkeypatch):
+    from hrm import model as model_module
+
+    cpu = torch.device("cpu")
+    assert model_module.autocast_dtype(tiny_config(), cpu) == torch.float32  # the default
+    assert model_module.autocast_dtype(tiny_config(cpu_dtype="bfloat16"), cpu) == torch.bfloat16
+    monkeypatch.setattr(model_module, "cpu_has_native_bf16", lambda: True)
+    assert model_module.autocast_dtype(tiny_config(cpu_dtype="auto"), cpu) == torch.bfloat16
+    monkeypatch.setattr(model_module, "cpu_has_native_bf16", lambda: False)
+    assert model_module.autocast_dtype(tiny_config(cpu_dtype="auto"), cpu) == torch.float32
+    assert model_module.autocast_dtype(tiny_config(cpu_dtype="bfloat16"), torch.device("meta")) == torch.float32
+
+
+@pytest.mark.parametrize("n", [10, 20])  # explicit attention at 10x10, the fused kernel at 20x20
+def test_cpu_bfloat16_matches_float32(n: int):
+    torch.manual_seed(0)
+    exact = HRM(tiny_config(hidden_size=64, num_heads=4, halt_max_steps=2)).eval()
+    fast = HRM(tiny_config(hidden_size=64, num_heads=4, halt_max_steps=2, cpu_dtype="bfloat16")).eval()
+    fast.load_state_dict(exact.state_dict())
+    batch = make_batch(4, n)
+    _, want = exact.predict(batch)
+    _, got = fast.predict(batch)
+    assert got["logits"].dtype == torch.float32  # the heads' outputs are float32 either way
+    # bfloat16 keeps 8 bits of mantissa, and the recurrence compounds the rounding: close, not equal,
+    # and far from the logits of another model on the same input.
+    error = (got["logits"] - want["logits"]).abs().mean()
+    other = HRM(tiny_config(hidden_size=64, num_heads=4, halt_max_steps=2)).eval()
+    _, unrelated = other.predict(batch)
+    assert 0 < error < 0.2 * (unrelated["logits"] - want["logits"]).abs().mean()
+
+
+def test_explicit_attention_equals_the_fused_kernel(monkeypatch):
+    import hrm.layers as layers
+
+    torch.manual_seed(0)
+    attention, rotary = layers.Attention(64, 4), layers.Rotary2D(16)
+    x = torch.randn(3, 101, 64)
+    assert 101 <= layers.EXPLICIT_ATTENTION_MAX_TOKENS
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        explicit = attention(x, rotary(10))
+    monkeypatch.setattr(layers, "EXPLICIT_ATTENTION_MAX_TOKENS", 0)  # the fused kernel, same input
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = attention(x, rotary(10))
+    assert explicit.dtype == fused.dtype == torch.bfloat16
+    torch.testing.assert_close(explicit.float(), fused.float(), atol=3e-2, rtol=3e-2)

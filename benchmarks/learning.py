@@ -6,6 +6,7 @@ measure the trained model on fresh held-out tasks at every grid size.
     python benchmarks/learning.py --preset tiny --minutes 30 --variant direct      # ablation rows
     python benchmarks/learning.py --preset tiny --minutes 30 --variant onestep
     python benchmarks/learning.py --preset tiny --minutes 30 --variant fullbp-ema
+    python benchmarks/learning.py --preset tiny --minutes 30 --variant direct curriculum.stages.0.size=20
 
 Each row is one ``python -m curriculum.run`` with ``train.max_minutes`` set (``--backend local`` by
 default, so it also runs on a GPU box without Ray or MLflow; ``--backend ray`` is the main job as
@@ -13,9 +14,11 @@ users start it), followed by ``curriculum.evaluate`` on ``--count``
 tasks per size. Variants change one thing against the preset:
 
 - ``curriculum``: the preset as it is;
-- ``direct``: a one-stage ladder, the preset's last stage (40×40 in tiny, gpu and paper) from step 0;
-- ``onestep`` / ``fullbp-ema``: HRM's one-step gradient, or full backprop through the recursion
-  with an EMA of the weights (TRM), everything else as in the preset.
+- ``direct``: a one-stage ladder, the preset's last stage (40×40 in tiny, gpu and paper) from step 0
+  (trailing overrides apply after the variant's, so ``curriculum.stages.0.size=20`` trains 20×20);
+- ``onestep`` / ``fullbp-ema``: HRM's one-step gradient without an EMA, or full backprop through
+  the recursion with an EMA of the weights (TRM; the preset's decay, 0.999 where it has none),
+  everything else as in the preset.
 
 Prints a Markdown table (grid size × connectivity / valid_route / optimal / exact, and the step and
 minute at which the run reached each stage) and writes it with the raw numbers to RUN_DIR/learning.json.
@@ -46,8 +49,9 @@ def variant_overrides(preset: str, variant: str) -> list[str]:
         return ["curriculum.stages=" + json.dumps([last])]
     if variant == "onestep":
         return ["model.full_backprop=false", "model.ema_decay=null"]
-    if variant == "fullbp-ema":
-        return ["model.full_backprop=true", "model.ema_decay=0.999"]
+    if variant == "fullbp-ema":  # the preset's own EMA where it has one, so only the gradient changes
+        decay = preset_dict(preset)["model"].get("ema_decay") or 0.999
+        return ["model.full_backprop=true", f"model.ema_decay={decay}"]
     raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
 
 

@@ -123,18 +123,19 @@ def test_resume_of_a_finished_run_is_refused_or_finishes_at_once(local_run):
     assert json.loads((run_dir / "outcome.json").read_text())["step"] == outcome["step"]
 
 
-NO_MLFLOW = ("import sys, runpy\n"
-             "class Block:\n"
-             "    def find_spec(self, name, path=None, target=None):\n"
-             "        if name == 'mlflow' or name.startswith('mlflow.'): raise ImportError('no mlflow here')\n"
-             "sys.meta_path.insert(0, Block())\n"
-             "sys.argv = ['curriculum.run'] + sys.argv[1:]\n"
-             "runpy.run_module('curriculum.run', run_name='__main__')\n")
+# a bare GPU box: neither MLflow nor Ray can be imported
+BARE_BOX = ("import sys, runpy\n"
+            "class Block:\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name.split('.')[0] in ('mlflow', 'ray'): raise ImportError('not on a bare GPU box')\n"
+            "sys.meta_path.insert(0, Block())\n"
+            "sys.argv = ['curriculum.run'] + sys.argv[1:]\n"
+            "runpy.run_module('curriculum.run', run_name='__main__')\n")
 
 
-def test_runs_without_mlflow_then_replays_into_mlflow(tmp_path):
+def test_runs_without_mlflow_or_ray_then_replays_into_mlflow(tmp_path):
     args = ["--preset", "smoke", "--backend", "local", "--run-dir", "run", "train.max_steps=40"]
-    result = subprocess.run([sys.executable, "-c", NO_MLFLOW, *args], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", BARE_BOX, *args], capture_output=True, text=True,
                             cwd=tmp_path, env=cli_env(), timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MLflow is not installed" in result.stdout

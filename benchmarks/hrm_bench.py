@@ -6,7 +6,7 @@
 
 Prints tokens/s and samples/s of full ACT training steps (one segment, loss, backward, AdamATan2)
 at N = 10, 20, 30, 40; on CUDA also the achieved TFLOP/s as a share of the GPU's bf16 dense peak;
-then the time of ``hrm.metrics.path_metrics`` on 256 tasks at 40×40 next to a per-sample Python
+then the time of ``routing.metrics.path_metrics`` on 256 tasks at 40×40 next to a per-sample Python
 BFS on the same predictions. Targets: metrics >= 100x faster than the loop; a 10×10 step <= 1/8 of
 a 40×40 step; the paper preset on an H100 at >= 35% of bf16 peak.
 """
@@ -20,13 +20,13 @@ from collections import deque
 import numpy as np
 import torch
 
-from hrm.batch import task_tensors
+from routing.batch import task_tensors
 from hrm.config import model_preset
-from hrm.losses import PenaltyWeights
-from hrm.metrics import path_metrics
+from routing.losses import PenaltyWeights
+from routing.metrics import path_metrics
 from hrm.model import HRM, autocast_dtype, count_parameters
 from hrm.optimizer import AdamATan2
-from hrm.training import train_step
+from routing.training import train_step
 from oracle import TaskSpec, generate_tasks
 from oracle.vocab import PATH
 

@@ -40,7 +40,7 @@ COLUMNS = ("connectivity", "valid_route", "optimal", "exact")
 
 def variant_overrides(preset: str, variant: str) -> list[str]:
     """The dotted overrides that turn ``preset`` into ``variant``."""
-    from curriculum.presets import preset_dict
+    from curriculum.core.presets import preset_dict
 
     if variant == "curriculum":
         return []
@@ -108,8 +108,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"learning: the run failed (exit {finished.returncode})", file=sys.stderr)
         return finished.returncode
 
-    from curriculum.checkpoint import latest_checkpoint
-    from curriculum.evaluate import evaluate_checkpoint
+    from curriculum.adapters.checkpoint import latest_checkpoint
+    from curriculum.cli.evaluate import evaluate_checkpoint
 
     outcome = json.loads((run_dir / "outcome.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())

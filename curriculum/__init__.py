@@ -1,1 +1,1 @@
-"""Curriculum service: config, scheduler, task streams, training loop, CLIs, Ray Train and MLflow adapters."""
+"""Curriculum service: ``core`` (pure logic), ``trainer`` (the loop), ``adapters`` (Ray, MLflow, files), ``cli``."""

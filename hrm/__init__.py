@@ -1,1 +1,1 @@
-"""HRM: the Hierarchical Reasoning Model, its losses, batched path metrics and optimizer (torch only)."""
+"""HRM: the Hierarchical Reasoning Model alone: model, layers, config, optimizer, EMA (torch only)."""

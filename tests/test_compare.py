@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from curriculum.compare import ladder_sizes, main, penalty_weights, rank_runs, stage_reach_steps
-from curriculum.tracking import flatten_config
+from curriculum.cli.compare import ladder_sizes, main, penalty_weights, rank_runs, stage_reach_steps
+from curriculum.adapters.tracking import flatten_config
 from oracle.cli_errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ RUNS = {
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     pytest.importorskip("mlflow")
-    from curriculum.mlflow_tracker import MlflowTracker, create_run
+    from curriculum.adapters.mlflow_tracker import MlflowTracker, create_run
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('compare') / 'mlflow.db'}"
     for name, (history, valid_route, sparsity) in RUNS.items():

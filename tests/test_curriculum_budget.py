@@ -2,11 +2,11 @@
 
 import json
 
-from curriculum.checkpoint import latest_checkpoint, load_checkpoint
-from curriculum.context import local_context
-from curriculum.loop import run_curriculum
-from curriculum.overrides import build_config
-from curriculum.tracking import NullTracker
+from curriculum.adapters.checkpoint import latest_checkpoint, load_checkpoint
+from curriculum.trainer.context import local_context
+from curriculum.trainer.loop import run_curriculum
+from curriculum.core.overrides import build_config
+from curriculum.adapters.tracking import NullTracker
 
 
 def _run(tmp_path, *overrides):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from hrm.metrics import METRIC_NAMES
+from routing.metrics import METRIC_NAMES
 
 EVAL_METRICS = [m for m in METRIC_NAMES]  # every metric of DESIGN.md's table
 

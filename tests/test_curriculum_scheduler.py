@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from curriculum.config import BackoffConfig, GateConfig, StageConfig
-from curriculum.scheduler import Action, SchedulerState, count_steps, decide, gate_passes
+from curriculum.core.config import BackoffConfig, GateConfig, StageConfig
+from curriculum.core.scheduler import Action, SchedulerState, count_steps, decide, gate_passes
 
 
 def stage(size, threshold=0.8, patience=2, min_steps=0, max_steps=1000, metric="valid_route", guard=1.5):
@@ -113,7 +113,7 @@ def test_gate_uses_the_configured_metric(metric):
 
 
 def test_curriculum_score_only_grows_through_promotions():
-    from curriculum.scheduler import curriculum_score
+    from curriculum.core.scheduler import curriculum_score
 
     state = SchedulerState()
     scores = []

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from curriculum.overrides import build_config
-from curriculum.streams import TaskStream, heldout_tasks, shard
+from curriculum.core.overrides import build_config
+from curriculum.core.streams import TaskStream, heldout_tasks, shard
 from oracle import verify_paths
 from oracle.vocab import OBSTACLE_TOKEN, PATH
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from curriculum.mlflow_tracker import (
+from curriculum.adapters.mlflow_tracker import (
     HTTP_DEFAULTS,
     LOST_METRICS_TAG,
     MlflowTracker,
@@ -20,7 +20,7 @@ from curriculum.mlflow_tracker import (
     resolve_tracking_uri,
     run_status,
 )
-from curriculum.tracking import FileTracker, flatten_config, replay_into
+from curriculum.adapters.tracking import FileTracker, flatten_config, replay_into
 
 pytest.importorskip("mlflow")
 

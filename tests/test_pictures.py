@@ -7,9 +7,9 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
-from curriculum import pictures
-from curriculum.pictures import ILLEGAL_COLOUR, LEGAL_COLOUR, render_routes, render_timeline
-from curriculum.scheduler import Action, Transition
+from curriculum.adapters import pictures
+from curriculum.adapters.pictures import ILLEGAL_COLOUR, LEGAL_COLOUR, render_routes, render_timeline
+from curriculum.core.scheduler import Action, Transition
 from oracle import TaskSpec, generate_tasks
 from oracle.vocab import PATH
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from curriculum.storage import StorageError, check_storage, is_shared_uri, storage_scheme, workers_fit
+from curriculum.adapters.storage import StorageError, check_storage, is_shared_uri, storage_scheme, workers_fit
 
 DEFAULT = "/runs/x/ray"
 

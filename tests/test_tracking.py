@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from curriculum.tracking import (
+from curriculum.adapters.tracking import (
     MAX_PARAM_VALUE_CHARS,
     TRUNCATION_MARKER,
     FileTracker,
@@ -202,8 +202,8 @@ def test_flatten_config_truncates_values_longer_than_mlflow_accepts():
 
 
 def test_flatten_config_of_a_real_run_config_has_the_names_compare_reads():
-    from curriculum.config import RunConfig
-    from curriculum.presets import preset_dict
+    from curriculum.core.config import RunConfig
+    from curriculum.core.presets import preset_dict
 
     flat = flatten_config(RunConfig(**preset_dict("tiny")).model_dump(mode="json"))
     assert [flat[f"curriculum.stages.{i}.size"] for i in range(4)] == [10, 20, 30, 40]
@@ -237,8 +237,8 @@ def test_tracking_modules_import_and_log_where_mlflow_is_not_installed(tmp_path)
                     raise ImportError("mlflow is not installed")
         sys.meta_path.insert(0, NoMlflow())
         from pathlib import Path
-        from curriculum.tracking import FileTracker, MultiTracker, NullTracker
-        import curriculum.mlflow_tracker as mt
+        from curriculum.adapters.tracking import FileTracker, MultiTracker, NullTracker
+        import curriculum.adapters.mlflow_tracker as mt
         tracker = MultiTracker(FileTracker(Path({str(tmp_path)!r})), NullTracker())
         tracker.log_metrics({{"train/loss": 1.0}}, 1)
         tracker.finish("FINISHED")

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from curriculum.overrides import build_config
+from curriculum.core.overrides import build_config
 from tuners.penalties import rank_trials
 from tuners.space import SearchSpace, apply_point, default_space, weight_from_exponent
 

@@ -26,8 +26,8 @@ if __package__ in (None, ""):  # run as `python tuners/penalties.py`
 import yaml
 from pydantic import ValidationError
 
-from curriculum.overrides import apply_override, build_config, parse_override
-from curriculum.tracking import flatten_config
+from curriculum.core.overrides import apply_override, build_config, parse_override
+from curriculum.adapters.tracking import flatten_config
 from oracle.cli_errors import OneLineParser, UsageError, describe_validation_error, run_cli
 from tuners.space import SearchSpace, apply_point, default_space
 
@@ -194,7 +194,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         out_dir = args.out or Path("tune") / f"{search['preset']}-{time.strftime('%Y%m%d-%H%M%S')}"
         if out_dir.exists() and any(out_dir.iterdir()):
             raise UsageError(f"--out {out_dir} already holds files (use --resume {out_dir})")
-    from curriculum.mlflow_tracker import MlflowTracker, create_run, reopen_run, resolve_tracking_uri
+    from curriculum.adapters.mlflow_tracker import MlflowTracker, create_run, reopen_run, resolve_tracking_uri
 
     try:
         uri = search.get("tracking_uri") or resolve_tracking_uri(search["base"]["tracking"]["mlflow_uri"])

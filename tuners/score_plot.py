@@ -7,7 +7,7 @@ from pathlib import Path
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from curriculum.atomic_file import atomic_write
+from curriculum.adapters.atomic_file import atomic_write
 
 
 def render_scores(histories: dict[str, list[tuple[int, float]]], path: Path, best: str | None = None,

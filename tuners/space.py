@@ -11,8 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from curriculum.config import RunConfig
-from hrm.losses import PENALTY_TERMS
+from curriculum.core.config import RunConfig
+from routing.losses import PENALTY_TERMS
 from oracle.spec import MAX_SIZE, MIN_SIZE
 
 LADDERS = {

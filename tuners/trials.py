@@ -14,7 +14,7 @@ from typing import Any
 from ray import tune
 from ray.tune import Callback
 
-from curriculum.tracking import flatten_config
+from curriculum.adapters.tracking import flatten_config
 from tuners.space import SearchSpace, apply_point
 
 
@@ -24,9 +24,9 @@ def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from curriculum.checkpoint import KEEP
-    from curriculum.mlflow_tracker import MlflowTracker, create_run
-    from curriculum.ray_backend import _worker
+    from curriculum.adapters.checkpoint import KEEP
+    from curriculum.adapters.mlflow_tracker import MlflowTracker, create_run
+    from curriculum.adapters.ray_backend import _worker
 
     space = SearchSpace.model_validate(search["space"])
     config = apply_point(search["base"], point, space, search["budget_steps"])
@@ -90,7 +90,7 @@ class TrialRunStatus(Callback):
         self.out_dir = Path(out_dir)
 
     def _close(self, trial, status: str) -> None:
-        from curriculum.mlflow_tracker import find_run, make_client
+        from curriculum.adapters.mlflow_tracker import find_run, make_client
 
         if release_placement_group(self.out_dir / "trials" / trial.trial_id):
             print(f"released the placement group left behind by trial {trial.trial_id}", flush=True)

@@ -20,8 +20,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from pydantic import BaseModel
 
-from curriculum.checkpoint import CHECKPOINT_PATTERN
-from curriculum.config import RunConfig
+from curriculum.adapters.checkpoint import CHECKPOINT_PATTERN
+from curriculum.core.config import RunConfig
 
 
 class Runs:

@@ -15,8 +15,8 @@ import sys
 import pytest
 import yaml
 
-from curriculum.overrides import build_config
-from curriculum.run import PROG, main
+from curriculum.core.overrides import build_config
+from curriculum.cli.run import PROG, main
 from oracle.cli_errors import UsageError, run_cli
 
 

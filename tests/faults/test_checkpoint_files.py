@@ -13,8 +13,8 @@ import time
 import pytest
 import torch
 
-import curriculum.checkpoint as ckpt
-from curriculum.overrides import build_config
+import curriculum.adapters.checkpoint as ckpt
+from curriculum.core.overrides import build_config
 from hrm.model import HRM
 
 
@@ -65,7 +65,7 @@ def test_foreign_pickles_are_never_unpickled(tmp_path):
 
 WRITER = """
 import sys, torch
-from curriculum.checkpoint import save_checkpoint
+from curriculum.adapters.checkpoint import save_checkpoint
 big = {"model": {"w": torch.randn(4_000_000)}}  # 16 MB: every write takes a while
 step = 0
 while True:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from curriculum.checkpoint import load_checkpoint
+from curriculum.adapters.checkpoint import load_checkpoint
 
 FSIZE_LIMIT = 6 * 2**20  # above MLflow's database and the other files, below the widened model's checkpoint
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from curriculum.checkpoint import load_checkpoint
+from curriculum.adapters.checkpoint import load_checkpoint
 
 
 def test_nonfinite_steps_are_skipped_counted_and_a_streak_stops_the_run_at_a_good_checkpoint(runs, tmp_path):

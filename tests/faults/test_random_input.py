@@ -15,15 +15,15 @@ import torch
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from curriculum.config import RunConfig
-from curriculum.context import pick_device
-from curriculum.overrides import build_config
-from curriculum.run import PROG, main
-from curriculum.streams import TaskStream, heldout_tasks
-from hrm.batch import task_tensors
+from curriculum.core.config import RunConfig
+from curriculum.trainer.context import pick_device
+from curriculum.core.overrides import build_config
+from curriculum.cli.run import PROG, main
+from curriculum.core.streams import TaskStream, heldout_tasks
+from routing.batch import task_tensors
 from hrm.model import HRM
 from hrm.optimizer import AdamATan2
-from hrm.training import train_step
+from routing.training import train_step
 from oracle import load_dataset, verify_paths
 from oracle.cli_errors import UsageError, run_cli
 from oracle.generate import main as generate_main

@@ -8,7 +8,7 @@ import os
 import re
 import signal
 
-from curriculum.checkpoint import load_checkpoint
+from curriculum.adapters.checkpoint import load_checkpoint
 
 # Stage 0 (8x8) passes its gate at the first evaluation (step 20); stage 1 (10x10) can never pass.
 PROMOTE_AT_20 = ["curriculum.stages.0.gate.threshold=0.05", "curriculum.stages.0.gate.patience=1",

@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from curriculum.atomic_file import atomic_write
+from curriculum.adapters.atomic_file import atomic_write
 from oracle.verify import optimal_costs, verify_paths
 from oracle.vocab import (
     CLOSED,

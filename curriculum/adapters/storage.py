@@ -3,7 +3,7 @@
 Ray Train workers write their checkpoints to ``RunConfig(storage_path=...)`` and the controller on the
 driver's node reads them back; a restart after a failure may place a worker on another node. A local
 path is therefore only safe while every Ray node runs on one host. Pure logic, no Ray import: the Ray
-adapter (``curriculum.ray_backend``) gathers the facts and asks here.
+adapter (``curriculum.adapters.ray_backend``) gathers the facts and asks here.
 """
 
 from __future__ import annotations

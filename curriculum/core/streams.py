@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from curriculum.config import StageConfig
+from curriculum.core.config import StageConfig
 from oracle.dataset import concat
 from oracle.embed import embed_tasks
 from oracle.generator import TaskBatch, generate_tasks

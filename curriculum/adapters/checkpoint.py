@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Optional
 
 import torch
 
-from curriculum.atomic_file import atomic_write
+from curriculum.adapters.atomic_file import atomic_write
 
 if TYPE_CHECKING:
     from hrm.config import ModelConfig

@@ -13,7 +13,7 @@ from typing import Literal, Optional, Sequence
 
 from pydantic import BaseModel, Field
 
-from curriculum.config import BackoffConfig, GateConfig, StageConfig
+from curriculum.core.config import BackoffConfig, GateConfig, StageConfig
 
 
 class Action(str, Enum):

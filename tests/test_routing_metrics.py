@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from hrm.metrics import batch_means, means_from_sums, metric_sums, path_metrics, route_costs_inside
+from routing.metrics import batch_means, means_from_sums, metric_sums, path_metrics, route_costs_inside
 from oracle import TaskSpec, generate_tasks, verify_paths
 from oracle.vocab import PATH
 

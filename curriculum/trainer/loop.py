@@ -20,19 +20,19 @@ import numba
 import numpy as np
 import torch
 
-from curriculum.checkpoint import latest_checkpoint, load_checkpoint, restoring, save_checkpoint
-from curriculum.config import RunConfig
-from curriculum.console import StageProgress
-from curriculum.context import WorkerContext
-from curriculum.scheduler import Action, SchedulerState, count_steps, curriculum_score, decide
-from curriculum.streams import TaskStream, heldout_tasks, shard
-from curriculum.tracking import Tracker, flatten_config
-from hrm.batch import task_tensors
+from curriculum.adapters.checkpoint import latest_checkpoint, load_checkpoint, restoring, save_checkpoint
+from curriculum.core.config import RunConfig
+from curriculum.adapters.console import StageProgress
+from curriculum.trainer.context import WorkerContext
+from curriculum.core.scheduler import Action, SchedulerState, count_steps, curriculum_score, decide
+from curriculum.core.streams import TaskStream, heldout_tasks, shard
+from curriculum.adapters.tracking import Tracker, flatten_config
+from routing.batch import task_tensors
 from hrm.ema import EMA
-from hrm.metrics import means_from_sums, metric_sums
+from routing.metrics import means_from_sums, metric_sums
 from hrm.model import HRM
 from hrm.optimizer import AdamATan2, lr_at
-from hrm.training import evaluate, predict_tokens, train_step
+from routing.training import evaluate, predict_tokens, train_step
 from oracle.dataset import select
 
 EVAL_KEYS = ("path_ratio", "excess", "valid", "connectivity", "valid_route", "cost_ratio", "optimal", "exact",
@@ -315,7 +315,7 @@ def _log_evaluation(config: RunConfig, say: Callable[[str], None], tracker: Trac
 
 def _log_routes(tracker: Tracker, run_dir: Path, step: int, stage: int, batch: dict[str, torch.Tensor], model: HRM,
                 ema: Optional[EMA], shown: int) -> None:
-    from curriculum.pictures import render_routes
+    from curriculum.adapters.pictures import render_routes
 
     part = {k: v[:shown] for k, v in batch.items()}
     pred = predict_tokens(model, part, ema).cpu().numpy()
@@ -328,7 +328,7 @@ def _log_routes(tracker: Tracker, run_dir: Path, step: int, stage: int, batch: d
 
 
 def _log_timeline(config: RunConfig, tracker: Tracker, run_dir: Path, state: SchedulerState, step: int) -> None:
-    from curriculum.pictures import render_timeline
+    from curriculum.adapters.pictures import render_timeline
 
     path = render_timeline([t.model_dump(mode="json") for t in state.transitions],
                            [s.size for s in config.curriculum.stages], step, run_dir / "pictures" / "timeline.png")

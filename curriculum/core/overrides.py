@@ -12,8 +12,8 @@ from typing import Any, Optional, Sequence
 import yaml
 from pydantic import ValidationError
 
-from curriculum.config import RunConfig
-from curriculum.presets import PRESET_NAMES, preset_dict
+from curriculum.core.config import RunConfig
+from curriculum.core.presets import PRESET_NAMES, preset_dict
 from oracle.cli_errors import UsageError, describe_validation_error
 
 

@@ -13,8 +13,8 @@ from typing import Callable, Optional
 import torch
 
 from hrm.ema import EMA
-from hrm.losses import PenaltyWeights, act_loss
-from hrm.metrics import metric_sums, path_metrics
+from routing.losses import PenaltyWeights, act_loss
+from routing.metrics import metric_sums, path_metrics
 from hrm.model import HRM, HRMCarry
 
 
@@ -75,7 +75,7 @@ def train_step(
 
 @torch.no_grad()
 def evaluate(model: HRM, batches: list[dict[str, torch.Tensor]], ema: Optional[EMA] = None) -> dict[str, torch.Tensor]:
-    """Summed metrics (see ``hrm.metrics.metric_sums``) over ``batches``, every sample run to the last segment."""
+    """Summed metrics (see ``routing.metrics.metric_sums``) over ``batches``, every sample run to the last segment."""
     totals: dict[str, torch.Tensor] = {}
     with ema.average_weights(model) if ema is not None else nullcontext():
         for batch in batches:

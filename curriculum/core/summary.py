@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from curriculum.config import RunConfig
-from curriculum.loop import RunOutcome
+from curriculum.core.config import RunConfig
+from curriculum.trainer.loop import RunOutcome
 
 SHOWN = ("connectivity", "valid_route", "optimal", "exact", "excess", "cost_ratio")
 

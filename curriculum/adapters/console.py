@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Callable, Optional
 
-from curriculum.config import StageConfig
+from curriculum.core.config import StageConfig
 
 
 class StageProgress:

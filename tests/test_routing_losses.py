@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import hrm.losses as losses
-from hrm.losses import (
+import routing.losses as losses
+from routing.losses import (
     PENALTY_TERMS,
     PenaltyWeights,
     act_loss,

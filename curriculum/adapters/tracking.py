@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Optional, Protocol, Union
 
-from curriculum.atomic_file import atomic_write
+from curriculum.adapters.atomic_file import atomic_write
 
 TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
@@ -117,7 +117,7 @@ class FileTracker:
 
 
 def atomic_write_json(path: Path, value: object) -> None:
-    """Write ``value`` as JSON, atomically (see ``curriculum.atomic_file``)."""
+    """Write ``value`` as JSON, atomically (see ``curriculum.adapters.atomic_file``)."""
     text = json.dumps(value, indent=2, sort_keys=True, default=str)
     atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 

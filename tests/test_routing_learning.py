@@ -2,13 +2,13 @@
 
 import torch
 
-from hrm.batch import task_tensors
+from routing.batch import task_tensors
 from hrm.config import ModelConfig
-from hrm.losses import PenaltyWeights
-from hrm.metrics import means_from_sums
+from routing.losses import PenaltyWeights
+from routing.metrics import means_from_sums
 from hrm.model import HRM
 from hrm.optimizer import AdamATan2, lr_at
-from hrm.training import evaluate, train_step
+from routing.training import evaluate, train_step
 from oracle import TaskSpec, generate_tasks
 
 MAX_STEPS = 600

@@ -1,6 +1,6 @@
 """The whole run as validated pydantic models: model, train, curriculum, scaling, tracking.
 
-Defaults live in one place, ``curriculum.presets``; these models only say what a valid run is.
+Defaults live in one place, ``curriculum.core.presets``; these models only say what a valid run is.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from curriculum.faults import FaultConfig
+from curriculum.core.faults import FaultConfig
 from hrm.config import ModelConfig
-from hrm.losses import PenaltyWeights
-from hrm.metrics import METRIC_NAMES
+from routing.losses import PenaltyWeights
+from routing.metrics import METRIC_NAMES
 from oracle.spec import MAX_SIZE, MIN_SIZE, TaskSpec
 from oracle.vocab import NUM_VEHICLES, VOCAB_SIZE
 
@@ -188,7 +188,7 @@ class RunConfig(BaseModel):
             raise ValueError(f"curriculum reaches {largest}x{largest} but model.max_grid is {self.model.max_grid}")
         if self.train.eval_size < self.scaling.num_workers:
             raise ValueError(f"train.eval_size {self.train.eval_size} is smaller than scaling.num_workers")
-        for i, stage in enumerate(self.curriculum.stages[1:], start=1):  # as curriculum.streams rounds it
+        for i, stage in enumerate(self.curriculum.stages[1:], start=1):  # as curriculum.core.streams rounds it
             if int(round(self.train.batch_size * stage.replay)) >= self.train.batch_size:
                 raise ValueError(f"curriculum.stages.{i}.replay {stage.replay} leaves no task of the stage itself "
                                  f"in a batch of train.batch_size {self.train.batch_size}")

@@ -2,7 +2,7 @@
 
 ``connect`` joins (or starts) Ray and settles where checkpoints go before the run exists: a local
 path only while every node shares one host, shared storage (s3://...) otherwise
-(``curriculum.storage``). ``run_with_ray`` then builds a ``TorchTrainer`` with one worker per
+(``curriculum.adapters.storage``). ``run_with_ray`` then builds a ``TorchTrainer`` with one worker per
 ``scaling.num_workers`` (DDP over gloo on CPU, NCCL on GPU), restarts the worker group from the last
 reported checkpoint on failure (``FailureConfig``), and prints rank 0's console lines, which travel
 through a Ray queue so Ray's own worker logs can stay out of the terminal.
@@ -22,11 +22,11 @@ import threading
 from pathlib import Path
 from typing import Callable, Optional
 
-from curriculum.checkpoint import KEEP
-from curriculum.config import RunConfig
-from curriculum.context import WorkerContext
-from curriculum.loop import RunOutcome, run_curriculum
-from curriculum.storage import StorageError, check_storage, storage_scheme, workers_fit
+from curriculum.adapters.checkpoint import KEEP
+from curriculum.core.config import RunConfig
+from curriculum.trainer.context import WorkerContext
+from curriculum.trainer.loop import RunOutcome, run_curriculum
+from curriculum.adapters.storage import StorageError, check_storage, storage_scheme, workers_fit
 
 
 def _worker(loop_config: dict) -> None:
@@ -37,8 +37,8 @@ def _worker(loop_config: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    from curriculum.checkpoint import latest_checkpoint
-    from curriculum.tracking import FileTracker, MultiTracker, NullTracker
+    from curriculum.adapters.checkpoint import latest_checkpoint
+    from curriculum.adapters.tracking import FileTracker, MultiTracker, NullTracker
 
     config = RunConfig.model_validate_json(loop_config["config"])
     context = ray.train.get_context()
@@ -90,7 +90,7 @@ def _worker(loop_config: dict) -> None:
     if rank == 0:
         trackers = [FileTracker(run_dir)]
         if loop_config.get("run_id"):
-            from curriculum.mlflow_tracker import MlflowTracker
+            from curriculum.adapters.mlflow_tracker import MlflowTracker
 
             trackers.insert(0, MlflowTracker(loop_config["tracking_uri"], loop_config["run_id"]))
         tracker = MultiTracker(*trackers)
@@ -160,7 +160,7 @@ def _worker_resources(config: RunConfig) -> dict[str, float]:
 def connect(config: RunConfig, run_dir: Path, address: Optional[str]) -> str:
     """Join the Ray cluster at ``address`` (None: RAY_ADDRESS, the running local one, or a new one).
 
-    Returns the ``storage_path`` for Ray Train; raises ``curriculum.storage.StorageError`` when the
+    Returns the ``storage_path`` for Ray Train; raises ``curriculum.adapters.storage.StorageError`` when the
     run's workers can land on several hosts but ``scaling.storage`` is a local path or unset.
     """
     import ray

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 from urllib.parse import urlparse
 
-from curriculum.tracking import check_status
+from curriculum.adapters.tracking import check_status
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

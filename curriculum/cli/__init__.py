@@ -1,0 +1,1 @@
+"""The commands: run, evaluate, compare, replay (``python -m curriculum.<command>``)."""

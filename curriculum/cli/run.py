@@ -1,0 +1,274 @@
+"""``python -m curriculum.run``: train HRM through the curriculum, logged to MLflow.
+
+    python -m curriculum.run [--preset NAME] [--config FILE.yaml] [--run-dir DIR] [--resume DIR]
+                             [--backend ray|local] [--address ADDR] [key.path=value ...]
+
+No arguments: the ``tiny`` preset on a local Ray instance, MLflow at sqlite:///mlflow.db in the
+working directory (unless MLFLOW_TRACKING_URI says otherwise). ``--address auto`` or RAY_ADDRESS
+joins an existing cluster. Bad arguments or config values: one line naming the problem, exit 2,
+nothing created. Ctrl-C or SIGTERM: the current step finishes, a checkpoint is written, the MLflow
+run ends KILLED, exit 128 + the signal number (130, 143); the same signal again stops at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+from curriculum.adapters.checkpoint import CheckpointError, check_model_fits, latest_checkpoint, load_checkpoint
+from curriculum.core.config import RunConfig
+from curriculum.core.overrides import build_config, config_from_raw
+from curriculum.core.presets import PRESET_NAMES
+from curriculum.adapters.run_lock import RunLockedError, hold_run_lock
+from curriculum.core.summary import summary_table
+from oracle.cli_errors import OneLineParser, UsageError, run_cli
+
+PROG = "python -m curriculum.run"
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=PRESET_NAMES, help="starting point (default tiny)")
+    parser.add_argument("--config", type=Path, help="YAML file laid over the preset")
+    parser.add_argument("--run-dir", type=Path, help="where checkpoints and pictures go (default runs/<name>)")
+    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    parser.add_argument("--backend", choices=("ray", "local"), default="ray",
+                        help="ray (Ray Train workers, default) or local (in-process, no Ray)")
+    parser.add_argument("--address", help="Ray cluster address (auto = the running cluster; default: RAY_ADDRESS "
+                                          "or a new local instance)")
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
+    return parser
+
+
+def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
+    """Config, run directory and (when resuming) the saved run record; raises UsageError."""
+    if args.resume is not None:
+        if args.preset or args.config:
+            raise UsageError("--resume takes the run's saved config; give only key=value overrides with it")
+        run_dir = args.resume
+        saved_config = run_dir / "config.json"
+        record_path = run_dir / "run.json"
+        for path in (saved_config, record_path):
+            if not path.is_file():
+                raise UsageError(f"--resume {run_dir}: missing {path.name} (not a run directory)")
+        checkpoint = latest_checkpoint(run_dir / "checkpoints")
+        if checkpoint is None:
+            raise UsageError(f"--resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
+        try:
+            state = load_checkpoint(checkpoint)
+        except CheckpointError as exc:
+            raise UsageError(str(exc)) from None
+        try:
+            saved = json.loads(saved_config.read_text())
+        except ValueError:
+            raise UsageError(f"--resume {run_dir}: {saved_config.name} is not valid JSON") from None
+        config = config_from_raw(saved, args.overrides)
+        try:  # a checkpoint copied in from another run is refused now, not by the workers later
+            check_model_fits(checkpoint, state, config.model)
+        except CheckpointError as exc:
+            raise UsageError(str(exc)) from None
+        return config, run_dir, json.loads(record_path.read_text())
+    config = build_config(args.preset, args.config, args.overrides)
+    run_dir = args.run_dir or Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"--run-dir {run_dir} already holds files (use --resume {run_dir} to continue it)")
+    return config, run_dir, None
+
+
+class _StopFlag:
+    """First Ctrl-C or SIGTERM: finish the current step, checkpoint, stop. Second: stop at once."""
+
+    def __init__(self) -> None:
+        self.set = False
+        self.signum = int(signal.SIGINT)
+
+    def __call__(self, signum, frame) -> None:
+        if self.set:
+            raise KeyboardInterrupt
+        self.set, self.signum = True, int(signum)
+        print(f"\n{signal.Signals(signum).name}: finishing the current step and writing a checkpoint "
+              "(send it again to stop at once)", file=sys.stderr, flush=True)
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number."""
+        return 128 + self.signum
+
+
+def _lock(run_dir: Path):
+    try:
+        return hold_run_lock(run_dir)
+    except RunLockedError as exc:
+        raise UsageError(f"--resume {run_dir}: {exc}") from None
+
+
+def _save_traceback(run_dir: Path) -> str:
+    """Write the traceback to ``run_dir/error.txt``; on a full disk that may fail too, which must not
+    replace the real error by a second one."""
+    path = run_dir / "error.txt"
+    try:
+        path.write_text(traceback.format_exc())
+    except OSError:
+        return ""
+    return f" (traceback in {path})"
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    config, run_dir, record = _resolve(args)
+    # A resumed run whose driver is still alive is left alone (and never marked KILLED).
+    lock = _lock(run_dir) if record is not None else None
+    uri = None
+    if record is not None:
+        uri = record.get("tracking_uri")
+    elif mlflow_installed():
+        from curriculum.adapters.mlflow_tracker import resolve_tracking_uri
+
+        try:
+            uri = resolve_tracking_uri(config.tracking.mlflow_uri)
+        except ValueError as exc:
+            raise UsageError(f"tracking.mlflow_uri: {exc}") from None
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if args.backend == "local" and args.address:
+        raise UsageError("--address needs --backend ray")
+    if args.backend == "local":
+        from curriculum.trainer.context import pick_device
+
+        try:
+            pick_device(config.train.device)  # e.g. cuda on a machine without one: refused before anything exists
+        except RuntimeError as exc:
+            raise UsageError(str(exc)) from None
+    storage = _connect_ray(config, run_dir, address) if args.backend == "ray" else None
+    # Installed after ray.init, which sets a SIGTERM handler of its own (exit at once, run left RUNNING).
+    stop = _StopFlag()
+    previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    # Nothing was created before this point.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = lock or _lock(run_dir)  # held until this process exits, however it exits
+    if record is None:
+        run_id = None
+        if uri is not None:
+            from curriculum.adapters.mlflow_tracker import create_run
+
+            run_name = config.tracking.run_name or f"{config.preset}-{run_dir.name}"
+            run_id = create_run(uri, config.tracking.experiment, run_name,
+                                {"curriculum.preset": config.preset, "curriculum.backend": args.backend,
+                                 "curriculum.run_dir": str(run_dir.absolute())})
+        (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+        record = {"run_id": run_id, "tracking_uri": uri, "experiment": config.tracking.experiment}
+        (run_dir / "run.json").write_text(json.dumps(record, indent=2))
+        resume_from = None
+        if uri is None:
+            print(f"run ({config.preset}) in {run_dir}; MLflow is not installed here, so metrics go to "
+                  f"{run_dir / 'tracking'} (log them later: python -m curriculum.replay {run_dir})")
+        else:
+            print(f"run {run_id} ({config.preset}) in {run_dir}; MLflow: {uri}, "
+                  f"experiment {config.tracking.experiment}")
+    else:
+        run_id = record["run_id"]
+        if run_id is not None:
+            from curriculum.adapters.mlflow_tracker import mark_killed_if_orphaned, reopen_run
+
+            if mark_killed_if_orphaned(uri, run_id):
+                print(f"run {run_id} was left RUNNING by a driver that is gone: marked KILLED, now resuming it")
+            reopen_run(uri, run_id)
+        resume_from = latest_checkpoint(run_dir / "checkpoints")
+        (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+
+    status = "FAILED"
+    try:
+        if args.backend == "local":
+            outcome = _run_local(config, run_dir, run_id, uri, resume_from, stop)
+        else:
+            from curriculum.adapters.ray_backend import run_with_ray
+
+            outcome = _with_quiet_ray(lambda: run_with_ray(config, run_dir, run_id, uri, storage, resume_from,
+                                                           stop_requested=lambda: stop.set))
+        status = "KILLED" if outcome.outcome == "killed" else "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        print(f"{PROG}: aborted; resume with: {PROG} --resume {run_dir}", file=sys.stderr)
+        return stop.exit_code
+    except Exception as exc:
+        print(f"{PROG}: error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+              f"{_save_traceback(run_dir)}", file=sys.stderr)
+        return 1
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if run_id is not None:  # the driver owns the run's final status
+            from curriculum.adapters.mlflow_tracker import MlflowTracker
+
+            MlflowTracker(uri, run_id).finish(status)
+    print(summary_table(config, outcome))
+    print(f"checkpoints: {run_dir / 'checkpoints'}")
+    if run_id is not None:
+        print(f"MLflow: mlflow ui --backend-store-uri {uri}  (experiment {config.tracking.experiment}, run {run_id})")
+    if outcome.outcome == "killed":
+        print(f"stopped; resume with: {PROG} --resume {run_dir}", file=sys.stderr)
+        return stop.exit_code
+    return 0
+
+
+def mlflow_installed() -> bool:
+    """Machines without MLflow (a bare GPU box) still train; metrics then go to the run's file log."""
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _with_quiet_ray(fn):
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    return fn()
+
+
+def _connect_ray(config: RunConfig, run_dir: Path, address: Optional[str]) -> str:
+    """Join Ray and settle the checkpoint storage before the run directory and MLflow run exist."""
+    from curriculum.adapters.ray_backend import connect
+    from curriculum.adapters.storage import StorageError
+
+    try:
+        return _with_quiet_ray(lambda: connect(config, run_dir, address))
+    except StorageError as exc:
+        raise UsageError(str(exc)) from None
+    except (ConnectionError, RuntimeError) as exc:  # ray.init could not reach or start a cluster
+        where = f" at {address}" if address else ""
+        raise UsageError(f"cannot connect to Ray{where}: {str(exc).strip().splitlines()[0]}") from None
+
+
+def _run_local(config: RunConfig, run_dir: Path, run_id: str, uri: str, resume_from: Optional[Path],
+               stop: _StopFlag):
+    from curriculum.trainer.context import local_context
+    from curriculum.trainer.loop import run_curriculum
+    from curriculum.adapters.tracking import FileTracker, MultiTracker
+
+    ctx = local_context(config.train.device, resume_from, stop_requested=lambda: stop.set)
+    trackers = [FileTracker(run_dir)]
+    if run_id is not None:
+        from curriculum.adapters.mlflow_tracker import MlflowTracker
+
+        trackers.insert(0, MlflowTracker(uri, run_id))
+    tracker = MultiTracker(*trackers)
+    try:
+        outcome = run_curriculum(config, ctx, tracker, run_dir, run_id)
+    except BaseException:
+        try:
+            tracker.finish("FAILED")
+        except Exception:  # noqa: BLE001 - e.g. a full disk: the error that stopped the run matters more
+            pass
+        raise
+    tracker.finish("KILLED" if outcome.outcome == "killed" else "FINISHED")
+    return outcome
+
+
+if __name__ == "__main__":
+    run_cli(main, PROG)

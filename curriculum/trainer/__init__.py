@@ -1,0 +1,1 @@
+"""The training loop: a plain function of (config, worker context, tracker, run directory)."""

@@ -25,7 +25,8 @@ from typing import Callable, Optional
 from curriculum.adapters.checkpoint import KEEP
 from curriculum.core.config import RunConfig
 from curriculum.trainer.context import WorkerContext
-from curriculum.trainer.loop import RunOutcome, run_curriculum
+from curriculum.core.outcome import RunOutcome
+from curriculum.trainer.loop import run_curriculum
 from curriculum.adapters.storage import StorageError, check_storage, storage_scheme, workers_fit
 
 

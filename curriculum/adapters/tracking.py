@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Optional, Protocol, Union
 
 from curriculum.adapters.atomic_file import atomic_write
+from curriculum.core.outcome import TERMINAL_STATUSES, RunStatus
 
-TERMINAL_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 # MLflow rejects a param value longer than this (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH).
 MAX_PARAM_VALUE_CHARS = 6000

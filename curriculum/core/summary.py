@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from curriculum.core.config import RunConfig
-from curriculum.trainer.loop import RunOutcome
+from curriculum.core.outcome import RunOutcome
 
 SHOWN = ("connectivity", "valid_route", "optimal", "exact", "excess", "cost_ratio")
 

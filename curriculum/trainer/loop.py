@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -22,6 +21,7 @@ import torch
 
 from curriculum.adapters.checkpoint import latest_checkpoint, load_checkpoint, restoring, save_checkpoint
 from curriculum.core.config import RunConfig
+from curriculum.core.outcome import RunOutcome
 from curriculum.adapters.console import StageProgress
 from curriculum.trainer.context import WorkerContext
 from curriculum.core.scheduler import Action, SchedulerState, count_steps, curriculum_score, decide
@@ -41,22 +41,6 @@ EVAL_KEYS = ("path_ratio", "excess", "valid", "connectivity", "valid_route", "co
 
 class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite losses."""
-
-
-@dataclass
-class RunOutcome:
-    """What a finished (or stopped) loop reports."""
-
-    outcome: str  # finished | stalled | budget | killed
-    step: int
-    stage: int
-    transitions: list[dict]
-    final_metrics: dict[str, float]
-    stage_seconds: list[float] = field(default_factory=list)
-    stage_steps: list[int] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
 
 
 def _reduce_eval(sums: dict[str, torch.Tensor], ctx: WorkerContext, device: torch.device) -> dict[str, float]:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from pydantic import ValidationError
 
-from oracle.cli_errors import OneLineParser, UsageError, describe_validation_error, run_cli
+from oracle.cli_errors import USAGE_EXIT, OneLineParser, UsageError, describe_validation_error, run_cli
 from oracle.dataset import check_writable_target, draw_splits, save_dataset
 from oracle.spec import TaskSpec
 
+PROG = "python -m oracle.generate"
 PROGRESS_FROM = 20_000  # counts at least this large get a progress bar
 
 _SPEC_FLAGS = {
@@ -25,7 +27,7 @@ _SPEC_FLAGS = {
 
 
 def build_parser() -> OneLineParser:
-    parser = OneLineParser(prog="python -m oracle.generate", description=__doc__)
+    parser = OneLineParser(prog=PROG, description=__doc__)
     parser.add_argument("--size", type=int, required=True, help="grid side N (8-40)")
     parser.add_argument("--count", type=int, required=True, help="total tasks (train + test)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -99,5 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry_point() -> NoReturn:
+    """``hrm-oracle generate [ARGS]``: the installed form of ``python -m oracle.generate``."""
+    args = sys.argv[1:]
+    if args[:1] != ["generate"]:
+        print("usage: hrm-oracle generate [ARGS ...]  (hrm-oracle generate --help for the options)",
+              file=sys.stderr if args[:1] not in ([], ["-h"], ["--help"]) else sys.stdout)
+        sys.exit(0 if args[:1] in (["-h"], ["--help"]) else USAGE_EXIT)
+    run_cli(lambda: main(args[1:]), PROG)
+
+
 if __name__ == "__main__":
-    run_cli(main, "python -m oracle.generate")
+    run_cli(main, PROG)

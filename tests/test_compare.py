@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from curriculum.cli.compare import ladder_sizes, main, penalty_weights, rank_runs, stage_reach_steps
+from curriculum.cli.compare import (
+    by_ladder,
+    gate_settings,
+    ladder_sizes,
+    main,
+    penalty_weights,
+    rank_runs,
+    stage_reach_steps,
+    transition_history,
+)
+from curriculum.core.transitions import describe_transition, parse_transition
 from curriculum.adapters.tracking import flatten_config
 from oracle.cli_errors import UsageError
 
@@ -62,6 +72,51 @@ def test_ladder_and_penalties_are_read_from_flattened_params():
     assert penalty_weights(params) == "budget=0.1 sparsity=0.5"
 
 
+def test_a_finished_run_ranks_above_unfinished_ones_and_ladders_are_ranked_apart():
+    rows = [
+        {**_row("two-stage-unfinished", 1, [0, 100], 0.9), "ladder": "8-10", "outcome": "budget"},
+        {**_row("one-stage-finished", 0, [0], 0.5), "ladder": "8", "outcome": "finished"},
+        {**_row("two-stage-finished", 1, [0, 300], 0.8), "ladder": "8-10", "outcome": "finished"},
+        {**_row("two-stage-stalled", 1, [0, 50], 0.95), "ladder": "8-10", "outcome": "stalled"},
+    ]
+    groups = by_ladder(rows)
+    assert [ladder for ladder, _ in groups] == ["8-10", "8"]
+    assert _names(groups[0][1]) == ["two-stage-finished", "two-stage-stalled", "two-stage-unfinished"]
+    assert _names(groups[1][1]) == ["one-stage-finished"]
+
+
+def test_transition_lines_round_trip_and_give_the_exact_promotion_steps():
+    sizes = (8, 10, 12)
+    promote = {"step": 80, "action": "promote", "from_stage": 0, "to_stage": 1, "metric": "connectivity",
+               "value": 0.412}
+    back = {**promote, "step": 130, "action": "back_off", "from_stage": 1, "to_stage": 0}
+    finish = {**promote, "step": 300, "action": "finish", "from_stage": 2, "to_stage": 2}
+    assert describe_transition(promote, sizes) == "step 80: promoted, stage 0 (8x8) -> stage 1 (10x10), connectivity=0.412"
+    assert parse_transition(describe_transition(back, sizes)) == (130, 1, 0)
+    assert parse_transition(describe_transition(finish, sizes)) == (300, 2, 2)
+    assert parse_transition("step x: promoted") is None and parse_transition("step 5: exploded, stage 0 (8x8)") is None
+    tags = {"curriculum.transition.1": describe_transition(promote, sizes),
+            "curriculum.transition.2": describe_transition(back, sizes),
+            "curriculum.transition.3": describe_transition({**promote, "step": 170}, sizes),
+            "curriculum.transition.4": describe_transition({**promote, "step": 250, "from_stage": 1, "to_stage": 2},
+                                                           sizes),
+            "curriculum.transition.5": describe_transition(finish, sizes),
+            "curriculum.outcome": "finished"}
+    history = transition_history(tags)
+    assert history == [(0, 0.0), (80, 1.0), (130, 0.0), (170, 1.0), (250, 2.0)]
+    assert stage_reach_steps(history, 3) == [0, 80, 250]
+
+
+def test_gate_settings_say_what_each_stage_asks_for():
+    same = {k: str(v) for k, v in flatten_config({"curriculum": {"stages": [
+        {"gate": {"metric": "valid_route", "threshold": 0.8, "patience": 2, "guard_max_excess": 1.5}}] * 3}}).items()}
+    assert gate_settings(same) == "valid_route>=0.8 x2 excess<=1.5"
+    differ = {k: str(v) for k, v in flatten_config({"curriculum": {"stages": [
+        {"gate": {"metric": "connectivity", "threshold": 0.4, "patience": 2, "guard_max_excess": None}},
+        {"gate": {"metric": "optimal", "threshold": 0.5, "patience": 1, "guard_max_excess": 1.5}}]}}).items()}
+    assert gate_settings(differ) == "s0: connectivity>=0.4 x2; s1: optimal>=0.5 x1 excess<=1.5"
+
+
 # ------------------------------------------------------------------ the CLI on a real store
 
 RUNS = {
@@ -84,10 +139,14 @@ def store(tmp_path_factory) -> str:
         config = {"preset": "tiny", "curriculum": {"stages": [
             {"size": size, "penalties": {"sparsity": sparsity, "connectivity": 0.05}} for size in (10, 20, 30, 40)]}}
         tracker.log_params(flatten_config(config))
-        for step, stage in history:
+        for n, ((step, stage), (_, before)) in enumerate(zip(history, [(0, 0)] + history)):
             tracker.log_metrics({"curriculum/stage": stage, "curriculum/grid_size": 10 * (stage + 1),
                                  "eval/connectivity": 0.5, "eval/valid_route": valid_route / 2,
                                  "eval/optimal": 0.1}, step)
+            if stage != before:  # the tag the trainer writes; its step is the promotion's, not the evaluation's
+                transition = {"step": step - 20, "action": "promote", "from_stage": before, "to_stage": stage,
+                              "metric": "valid_route", "value": 0.8}
+                tracker.set_tags({f"curriculum.transition.{n}": describe_transition(transition, (10, 20, 30, 40))})
         tracker.log_metrics({"eval/valid_route": valid_route}, history[-1][0] + 1)
         tracker.set_tags({"curriculum.outcome": "finished" if history[-1][1] == 3 else "stalled"})
         tracker.finish("FINISHED")
@@ -105,7 +164,7 @@ def test_the_table_lists_the_best_run_first(store, capsys):
     fast = rows[0]
     assert "10-20-30-40" in fast and "connectivity=0.05 sparsity=0.25" in fast and "finished" in fast
     # Columns line up: each value ends where its header ends (numbers are right-aligned).
-    for column, value in (("to s3", "600"), ("valid_route", "0.600"), ("optimal", "0.100")):
+    for column, value in (("to s3", "580"), ("valid_route", "0.600"), ("optimal", "0.100")):
         end = header.index(column) + len(column)
         assert fast[end - len(value):end] == value, column
     stuck = rows[2]

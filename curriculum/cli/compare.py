@@ -1,8 +1,11 @@
 """``python -m curriculum.compare``: the curriculum runs of an MLflow experiment side by side, best first.
 
-For each run: name, status, outcome, ladder of grid sizes, the first stage's penalty weights, the step at
-which each stage was first reached, and the final held-out connectivity, valid_route and optimal.
-Best first = furthest stage reached, then fewest steps to reach it, then highest final eval/valid_route.
+For each run: name, status, outcome, the gates, the first stage's penalty weights, the step at which each
+stage was first reached (read from the run's transition tags, so a promotion at step 80 reads 80 even
+though stage metrics are logged only at evaluations), and the final held-out connectivity, valid_route
+and optimal. Runs are ranked within their ladder of grid sizes, one table per ladder: stage k of one
+ladder is not stage k of another. Best first = finished, then furthest stage reached, then fewest steps
+to reach it, then highest final eval/valid_route.
 """
 
 from __future__ import annotations
@@ -15,12 +18,14 @@ from typing import Optional, Sequence
 from oracle.cli_errors import OneLineParser, UsageError, run_cli
 
 from curriculum.adapters.mlflow_tracker import make_client, resolve_tracking_uri, sqlite_path
+from curriculum.core.transitions import stage_changes
 
 PROG = "python -m curriculum.compare"
 STAGE_METRIC = "curriculum/stage"
 EVAL_COLUMNS = ("connectivity", "valid_route", "optimal")
 _STAGE_SIZE = re.compile(r"^curriculum\.stages\.(\d+)\.size$")
 _PENALTY_PREFIX = "curriculum.stages.0.penalties."
+_GATE = re.compile(r"^curriculum\.stages\.(\d+)\.gate\.(metric|threshold|patience|guard_max_excess)$")
 
 
 def ladder_sizes(params: dict[str, str]) -> list[int]:
@@ -35,6 +40,32 @@ def penalty_weights(params: dict[str, str]) -> str:
     return " ".join(f"{name}={_compact(value)}" for name, value in pairs)
 
 
+def gate_settings(params: dict[str, str]) -> str:
+    """Each stage's gate as ``metric>=threshold xpatience`` (with ``excess<=g`` when guarded); one entry
+    when every stage has the same gate, else ``s0: ...; s1: ...``."""
+    found: dict[int, dict[str, str]] = {}
+    for key, value in params.items():
+        if m := _GATE.match(key):
+            found.setdefault(int(m.group(1)), {})[m.group(2)] = value
+    gates = []
+    for stage in sorted(found):
+        gate = found[stage]
+        text = f"{gate.get('metric', '?')}>={_compact(gate.get('threshold', '?'))} x{gate.get('patience', '?')}"
+        guard = gate.get("guard_max_excess")
+        if guard not in (None, "None", ""):
+            text += f" excess<={_compact(guard)}"
+        gates.append(text)
+    if len(set(gates)) == 1:
+        return gates[0]
+    return "; ".join(f"s{stage}: {gate}" for stage, gate in zip(sorted(found), gates))
+
+
+def transition_history(tags: dict[str, str]) -> list[tuple[int, float]]:
+    """(step, stage entered) for each stage change in the run's transition tags, plus (0, 0): the exact
+    steps of promotions and back-offs, which the evaluation-time stage metric only brackets."""
+    return [(0, 0.0)] + [(change.step, float(change.to_stage)) for change in stage_changes(tags)]
+
+
 def stage_reach_steps(history: Sequence[tuple[int, float]], stages: int) -> list[Optional[int]]:
     """``result[k]`` = the first step at which the stage index was at least k (None if never), k < ``stages``."""
     reached: list[Optional[int]] = [None] * stages
@@ -46,27 +77,39 @@ def stage_reach_steps(history: Sequence[tuple[int, float]], stages: int) -> list
 
 
 def rank_runs(rows: list[dict]) -> list[dict]:
-    """Rows ordered best first: furthest ``stage``, then fewest steps to reach it (``reached[stage]``),
-    then highest ``valid_route``. Rows without a stage (no evaluation logged) come last; ties keep their order.
+    """Rows of one ladder ordered best first: finished (``outcome``), then furthest ``stage``, then fewest
+    steps to reach it (``reached[stage]``), then highest ``valid_route``. Rows without a stage (nothing
+    logged) come last; ties keep their order.
     """
     def key(row: dict) -> tuple:
         stage = row.get("stage")
         if stage is None:
-            return (1, 0, 0.0, 0.0)
+            return (1, 1, 0, 0.0, 0.0)
         reached = row.get("reached") or []
         steps = reached[stage] if stage < len(reached) and reached[stage] is not None else math.inf
         valid_route = row.get("valid_route")
         score = -valid_route if valid_route is not None and math.isfinite(valid_route) else math.inf
-        return (0, -stage, steps, score)
+        return (0, 0 if row.get("outcome") == "finished" else 1, -stage, steps, score)
 
     return sorted(rows, key=key)
 
 
+def by_ladder(rows: list[dict]) -> list[tuple[str, list[dict]]]:
+    """Rows grouped by ladder, each group ranked; groups in the order their first run appears."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row.get("ladder") or "", []).append(row)
+    return [(ladder, rank_runs(group)) for ladder, group in groups.items()]
+
+
 def run_row(client, run) -> dict:
-    """The comparison row of one MLflow run (one extra request: the stage metric's history)."""
+    """The comparison row of one MLflow run. Stage changes come from the transition tags; the stage
+    metric's history (one extra request) only tells whether the run logged any evaluation."""
     params, metrics, tags = run.data.params, run.data.metrics, run.data.tags
     sizes = ladder_sizes(params)
-    history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, STAGE_METRIC)]
+    history = transition_history(tags)
+    if len(history) == 1 and not client.get_metric_history(run.info.run_id, STAGE_METRIC):
+        history = []  # nothing logged yet: no stage to rank by
     stage = int(max(value for _, value in history)) if history else None
     stages = max(len(sizes), (stage or 0) + 1)
     return {
@@ -75,6 +118,7 @@ def run_row(client, run) -> dict:
         "status": run.info.status,
         "outcome": tags.get("curriculum.outcome", ""),
         "ladder": "-".join(str(s) for s in sizes),
+        "gates": gate_settings(params),
         "penalties": penalty_weights(params),
         "stage": stage,
         "reached": stage_reach_steps(history, stages) if history else [],
@@ -85,16 +129,16 @@ def run_row(client, run) -> dict:
 def format_table(rows: list[dict]) -> str:
     """Rows as plain text with aligned columns; steps to reach stage k are in the column ``to sK``."""
     most = max((len(r["reached"]) for r in rows), default=0)
-    headers = ["#", "run", "status", "outcome", "ladder", "penalties (stage 0)", "stage"]
+    headers = ["#", "run", "status", "outcome", "ladder", "gates", "penalties (stage 0)", "stage"]
     headers += [f"to s{k}" for k in range(1, most)] + list(EVAL_COLUMNS)
     lines = [headers]
     for rank, row in enumerate(rows, start=1):
         reached = row["reached"] + [None] * (most - len(row["reached"]))
         lines.append([str(rank), row["name"], row["status"], row["outcome"] or "-", row["ladder"] or "-",
-                      row["penalties"] or "-", _text(row["stage"])]
+                      row.get("gates") or "-", row["penalties"] or "-", _text(row["stage"])]
                      + [_text(s) for s in reached[1:]]
                      + [_text(row[name]) for name in EVAL_COLUMNS])
-    numeric = {0, 6} | set(range(7, len(headers)))
+    numeric = {0, 7} | set(range(8, len(headers)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
     out = []
     for n, line in enumerate(lines):
@@ -156,15 +200,20 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise UsageError(f"no experiment {experiment!r} at {uri}")
         runs = client.search_runs([found.experiment_id], max_results=args.max_runs,
                                   order_by=["attributes.start_time DESC"])
-        rows = rank_runs([run_row(client, run) for run in runs])
+        rows = [run_row(client, run) for run in runs]
     except MlflowException as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UsageError(f"{uri}: {message}") from None
     if not rows:
         print(f"experiment {experiment!r} at {uri} has no runs")
         return 0
-    print(f"experiment {experiment!r} at {uri}: {len(rows)} run{'s' if len(rows) > 1 else ''}, best first")
-    print(format_table(rows))
+    groups = by_ladder(rows)
+    print(f"experiment {experiment!r} at {uri}: {len(rows)} run{'s' if len(rows) > 1 else ''}, best first"
+          + (f", ranked within each of {len(groups)} ladders" if len(groups) > 1 else ""))
+    for n, (ladder, group) in enumerate(groups):
+        if len(groups) > 1:
+            print(("\n" if n else "") + f"ladder {ladder or '(unknown)'}:")
+        print(format_table(group))
     return 0
 
 

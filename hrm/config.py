@@ -76,8 +76,8 @@ class ModelConfig(BaseModel):
             return data
         data = dict(data)
         legacy = data.pop("full_backprop")
-        if not isinstance(legacy, bool):
-            raise ValueError(f"full_backprop must be true or false, got {legacy!r}")
+        if not isinstance(legacy, bool):  # a ValueError, not a TypeError: pydantic reports only the former
+            raise ValueError(f"full_backprop must be true or false, got {legacy!r}")  # noqa: TRY004
         wanted = "full" if legacy else "one_step"
         # A preset's dump always carries backprop (one_step unless it says otherwise), so an override
         # full_backprop=true laid over it wins; only a backprop other than the default can contradict it.

@@ -189,8 +189,3 @@ def means_from_sums(sums: dict[str, torch.Tensor]) -> dict[str, float]:
         else:
             means[name] = float(total) / max(count, 1.0)
     return means
-
-
-def batch_means(per_sample: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Means of one batch's per-sample metrics."""
-    return means_from_sums(metric_sums(per_sample))

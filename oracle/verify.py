@@ -21,7 +21,7 @@ from typing import Optional
 import numpy as np
 from numba import njit, prange
 
-from oracle.astar import solve
+from oracle.astar import make_workspace, solve
 
 _CHUNK = 64
 
@@ -43,11 +43,7 @@ def _verify_kernel(cost, mask, starts, ends, n, route_cost, mask_cost, path_cell
     count, cells = cost.shape
     for chunk in prange((count + _CHUNK - 1) // _CHUNK):
         inside = np.empty(cells, np.int32)
-        g = np.empty(cells, np.int32)
-        settled = np.empty(cells, np.uint8)
-        heads = np.empty(32, np.int32)
-        entry_cell = np.empty(4 * cells + 8, np.int32)
-        entry_next = np.empty(4 * cells + 8, np.int32)
+        g, settled, heads, entry_cell, entry_next = make_workspace(cells)
         for i in range(chunk * _CHUNK, min(count, (chunk + 1) * _CHUNK)):
             total = 0
             n_path = 0
@@ -71,11 +67,7 @@ def _verify_kernel(cost, mask, starts, ends, n, route_cost, mask_cost, path_cell
 def _optimal_kernel(cost, starts, ends, n, out):
     count, cells = cost.shape
     for chunk in prange((count + _CHUNK - 1) // _CHUNK):
-        g = np.empty(cells, np.int32)
-        settled = np.empty(cells, np.uint8)
-        heads = np.empty(32, np.int32)
-        entry_cell = np.empty(4 * cells + 8, np.int32)
-        entry_next = np.empty(4 * cells + 8, np.int32)
+        g, settled, heads, entry_cell, entry_next = make_workspace(cells)
         for i in range(chunk * _CHUNK, min(count, (chunk + 1) * _CHUNK)):
             out[i] = solve(cost[i], n, starts[i], ends[i], g, settled, heads, entry_cell, entry_next)
 

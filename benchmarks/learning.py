@@ -16,9 +16,10 @@ tasks per size. Variants change one thing against the preset:
 - ``curriculum``: the preset as it is;
 - ``direct``: a one-stage ladder, the preset's last stage (40×40 in tiny, gpu and paper) from step 0
   (trailing overrides apply after the variant's, so ``curriculum.stages.0.size=20`` trains 20×20);
-- ``onestep`` / ``fullbp-ema``: HRM's one-step gradient without an EMA, or full backprop through
-  the recursion with an EMA of the weights (TRM; the preset's decay, 0.999 where it has none),
-  everything else as in the preset.
+- ``onestep`` / ``fullbp-ema``: HRM's one-step gradient without an EMA, or backprop through every
+  call of the segment (``model.backprop=full``) with an EMA of the weights (TRM's EMA; the preset's
+  decay, 0.999 where it has none), everything else as in the preset. TRM's own gradient keeps only
+  its last H-cycle in the graph: ``model.backprop=last_h_cycle`` as a trailing override.
 
 Prints a Markdown table (grid size × connectivity / valid_route / optimal / exact, and the step and
 minute at which the run reached each stage) and writes it with the raw numbers to RUN_DIR/learning.json.
@@ -48,10 +49,10 @@ def variant_overrides(preset: str, variant: str) -> list[str]:
         last = dict(preset_dict(preset)["curriculum"]["stages"][-1], replay=0.0)
         return ["curriculum.stages=" + json.dumps([last])]
     if variant == "onestep":
-        return ["model.full_backprop=false", "model.ema_decay=null"]
+        return ["model.backprop=one_step", "model.ema_decay=null"]
     if variant == "fullbp-ema":  # the preset's own EMA where it has one, so only the gradient changes
         decay = preset_dict(preset)["model"].get("ema_decay") or 0.999
-        return ["model.full_backprop=true", f"model.ema_decay={decay}"]
+        return ["model.backprop=full", f"model.ema_decay={decay}"]
     raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
 
 

@@ -7,9 +7,11 @@ can print ``ModelConfig.model_json_schema()`` as help.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Backprop = Literal["one_step", "last_h_cycle", "full"]
 
 
 class ModelConfig(BaseModel):
@@ -43,10 +45,14 @@ class ModelConfig(BaseModel):
     )
     vocab_size: int = Field(42, ge=2, description="Number of token ids (oracle.vocab.VOCAB_SIZE).")
     num_vehicles: int = Field(4, ge=1, description="Number of vehicle kinds; each has a learned prefix embedding.")
-    full_backprop: bool = Field(
-        False,
-        description="False: HRM one-step gradient (only the last L and H call of a segment get gradients). "
-        "True: backpropagate through every cycle of the segment (TRM style).",
+    backprop: Backprop = Field(
+        "one_step",
+        description="Which calls of a segment keep their autograd graph (a segment is h_cycles times: "
+        "l_cycles L calls, then one H call). one_step: HRM's one-step gradient, only the last L call and "
+        "the last H call. last_h_cycle: TRM's, the last H-cycle (its l_cycles L calls and its H call); the "
+        "h_cycles - 1 earlier H-cycles run without gradient. full: every call of the segment. In every "
+        "mode the state carried between segments is detached. The older spelling full_backprop=true/false "
+        "is read as full/one_step.",
     )
     ema_decay: float | None = Field(
         None, gt=0.0, lt=1.0, description="Decay of the exponential moving average of weights (TRM); None = off."
@@ -61,6 +67,25 @@ class ModelConfig(BaseModel):
     )
     rms_norm_eps: float = Field(1e-5, gt=0.0, description="Epsilon of the weightless RMSNorm.")
     rope_theta: float = Field(10000.0, gt=1.0, description="Base of the rotary frequencies (per grid axis).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _read_full_backprop(cls, data: Any) -> Any:
+        """Configs, checkpoints and overrides written before ``backprop`` say ``full_backprop: true/false``."""
+        if not isinstance(data, dict) or "full_backprop" not in data:
+            return data
+        data = dict(data)
+        legacy = data.pop("full_backprop")
+        if not isinstance(legacy, bool):  # a ValueError, not a TypeError: pydantic reports only the former
+            raise ValueError(f"full_backprop must be true or false, got {legacy!r}")  # noqa: TRY004
+        wanted = "full" if legacy else "one_step"
+        # A preset's dump always carries backprop (one_step unless it says otherwise), so an override
+        # full_backprop=true laid over it wins; only a backprop other than the default can contradict it.
+        given = data.get("backprop", "one_step")
+        if given not in ("one_step", wanted):
+            raise ValueError(f"full_backprop={legacy} contradicts backprop={given!r}; set backprop alone")
+        data["backprop"] = wanted
+        return data
 
     @model_validator(mode="after")
     def _check_shapes(self) -> "ModelConfig":

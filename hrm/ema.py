@@ -67,7 +67,3 @@ class EMA:
         self.num_updates = int(state["num_updates"])
         for k, v in state["shadow"].items():
             self.shadow[k].copy_(v)
-
-    def to(self, device: torch.device | str) -> "EMA":
-        self.shadow = {k: v.to(device) for k, v in self.shadow.items()}
-        return self

@@ -3,9 +3,10 @@
 Written from the HRM paper (arXiv 2506.21734):
 - two recurrent modules, H (slow) and L (fast), each a stack of post-norm Transformer blocks;
 - one segment = h_cycles x l_cycles: L gets zL + zH + x, H gets zH + zL after every l_cycles L steps;
-- one-step gradient: every call but the last L and the last H runs without gradient, and the state
-  carried between segments is detached (``full_backprop=True`` keeps every call of the segment in
-  the graph instead, TRM style);
+- the gradient (``config.backprop``) reaches a suffix of the segment's calls, the earlier ones run
+  under no_grad: ``one_step`` (HRM) the last L and the last H call; ``last_h_cycle`` (TRM) the last
+  H-cycle, i.e. its l_cycles L calls and its H call; ``full`` every call. The state carried between
+  segments is detached in every mode;
 - ACT: a Q-head on the first position predicts q_halt / q_continue; the batch carry lets every
   sample halt on its own, and halted slots are refilled from the next batch.
 
@@ -78,6 +79,11 @@ def grid_side(num_cells: int) -> int:
     return n
 
 
+def _graph_if(keep: bool):
+    """Record the autograd graph of the call inside (when the caller records one), or run it under no_grad."""
+    return nullcontext() if keep else torch.no_grad()
+
+
 class HRM(nn.Module):
     """HRM ACT v1. ``forward(carry, batch) -> (new_carry, outputs)`` runs one segment per sample."""
 
@@ -131,25 +137,23 @@ class HRM(nn.Module):
         with self._autocast(inputs.device):
             x = self._embed(inputs, batch["vehicle"])
             cos_sin = self.rotary(n)
-            last_h, last_l = c.h_cycles - 1, c.l_cycles - 1
 
-            if c.full_backprop:
-                for h in range(c.h_cycles):
-                    for _ in range(c.l_cycles):
+            # Calls run as (l_cycles L calls, then one H call) x h_cycles. Those from number `first` on keep
+            # their graph, the earlier ones run under no_grad. one_step approximates the fixed-point
+            # gradient by the last L and H call; last_h_cycle keeps the whole last H-cycle.
+            calls = c.h_cycles * (c.l_cycles + 1)
+            first = {"one_step": calls - 2, "last_h_cycle": calls - (c.l_cycles + 1), "full": 0}[c.backprop]
+            if c.backprop != "full":
+                z_h, z_l = z_h.detach(), z_l.detach()  # no gradient reaches the state the segment starts from
+            call = 0
+            for _ in range(c.h_cycles):
+                for _ in range(c.l_cycles):
+                    with _graph_if(call >= first):
                         z_l = self.l_level(z_l, z_h + x, cos_sin)
+                    call += 1
+                with _graph_if(call >= first):
                     z_h = self.h_level(z_h, z_l, cos_sin)
-            else:
-                # One-step gradient: approximate the fixed-point gradient by the last L and H call only.
-                with torch.no_grad():
-                    for h in range(c.h_cycles):
-                        for l in range(c.l_cycles):
-                            if not (h == last_h and l == last_l):
-                                z_l = self.l_level(z_l, z_h + x, cos_sin)
-                        if h != last_h:
-                            z_h = self.h_level(z_h, z_l, cos_sin)
-                z_h, z_l = z_h.detach(), z_l.detach()  # also cuts the carry when there is a single cycle
-                z_l = self.l_level(z_l, z_h + x, cos_sin)
-                z_h = self.h_level(z_h, z_l, cos_sin)
+                call += 1
 
             logits = self.lm_head(z_h[:, 1:]).float()  # drop the vehicle prefix
             q = self.q_head(z_h[:, 0]).float()  # the prefix position summarises the whole grid
@@ -246,7 +250,8 @@ class HRM(nn.Module):
     def describe(self) -> str:
         """One line for logs and CLIs."""
         c = self.config
-        grad = "full backprop" if c.full_backprop else "one-step grad"
+        grad = {"one_step": "one-step grad", "last_h_cycle": "grad through the last H-cycle",
+                "full": "full backprop"}[c.backprop]
         return (
             f"HRM {count_parameters(self) / 1e6:.2f}M params | D={c.hidden_size} heads={c.num_heads} | "
             f"H {c.h_layers} blocks x {c.h_cycles} cycles, L {c.l_layers} blocks x {c.l_cycles} cycles | "

@@ -29,8 +29,13 @@ RING = 32  # > 2 · max cell cost (12), a power of two for a cheap modulo
 NO_ROUTE = -1
 
 
+@njit(cache=True)
 def make_workspace(cells: int) -> tuple[np.ndarray, ...]:
-    """Buffers for ``solve`` on grids of up to ``cells`` cells (reused across tasks)."""
+    """Buffers for ``solve`` on grids of up to ``cells`` cells (reused across tasks).
+
+    Compiled, so the parallel kernels allocate one per work unit with it; callable from Python too.
+    The entry arrays hold every push: each cell is pushed at most once per in-neighbour (4).
+    """
     return (
         np.empty(cells, np.int32),  # g
         np.empty(cells, np.uint8),  # settled

@@ -25,7 +25,7 @@ import numpy as np
 
 from oracle import vocab
 from oracle.generator import TaskBatch, generate_tasks
-from oracle.spec import TaskSpec
+from oracle.spec import TaskSpec, grid_side
 
 GENERATOR_VERSION = "1.0.0"
 SET_NAME = "all"
@@ -56,7 +56,7 @@ class DatasetSplit:
 
     @property
     def size(self) -> int:
-        return int(round(self.inputs.shape[1] ** 0.5))
+        return grid_side(self.inputs.shape[1])
 
     def tasks(self) -> TaskBatch:
         """The split as a ``TaskBatch`` (needs the sidecars)."""

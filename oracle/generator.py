@@ -110,11 +110,7 @@ def _generate_kernel(seed, first_index, n, dmin, dmax, traffic_scale, vehicle_cu
         enterable = np.empty(cells, np.int32)
         is_major_row = np.empty(n, np.bool_)
         is_major_col = np.empty(n, np.bool_)
-        g = np.empty(cells, np.int32)
-        settled = np.empty(cells, np.uint8)
-        heads = np.empty(32, np.int32)
-        entry_cell = np.empty(4 * cells + 8, np.int32)
-        entry_next = np.empty(4 * cells + 8, np.int32)
+        g, settled, heads, entry_cell, entry_next = make_workspace(cells)
         st = np.empty(1, np.uint64)
         for i in range(chunk * CHUNK, min(count, (chunk + 1) * CHUNK)):
             seed_stream(st, seed, first_index + i)
@@ -202,4 +198,4 @@ def generate_tasks(spec: TaskSpec, count: int, seed: int, first_index: int = 0) 
     return batch
 
 
-__all__ = ["TaskBatch", "generate_tasks", "make_workspace"]
+__all__ = ["TaskBatch", "generate_tasks"]

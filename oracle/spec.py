@@ -1,12 +1,21 @@
-"""``TaskSpec``: a validated description of a distribution of routing tasks."""
+"""``TaskSpec``: a validated description of a distribution of routing tasks; ``grid_side``."""
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MIN_SIZE, MAX_SIZE = 8, 40
+
+
+def grid_side(cells: int) -> int:
+    """N of a row-major N×N grid of ``cells`` cells; ValueError if ``cells`` is not a square."""
+    n = math.isqrt(cells)
+    if n * n != cells:
+        raise ValueError(f"rows of {cells} cells are not a square grid")
+    return n
 
 
 class TaskSpec(BaseModel):

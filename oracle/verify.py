@@ -21,7 +21,8 @@ from typing import Optional
 import numpy as np
 from numba import njit, prange
 
-from oracle.astar import solve
+from oracle.astar import make_workspace, solve
+from oracle.spec import grid_side
 
 _CHUNK = 64
 
@@ -43,11 +44,7 @@ def _verify_kernel(cost, mask, starts, ends, n, route_cost, mask_cost, path_cell
     count, cells = cost.shape
     for chunk in prange((count + _CHUNK - 1) // _CHUNK):
         inside = np.empty(cells, np.int32)
-        g = np.empty(cells, np.int32)
-        settled = np.empty(cells, np.uint8)
-        heads = np.empty(32, np.int32)
-        entry_cell = np.empty(4 * cells + 8, np.int32)
-        entry_next = np.empty(4 * cells + 8, np.int32)
+        g, settled, heads, entry_cell, entry_next = make_workspace(cells)
         for i in range(chunk * _CHUNK, min(count, (chunk + 1) * _CHUNK)):
             total = 0
             n_path = 0
@@ -71,11 +68,7 @@ def _verify_kernel(cost, mask, starts, ends, n, route_cost, mask_cost, path_cell
 def _optimal_kernel(cost, starts, ends, n, out):
     count, cells = cost.shape
     for chunk in prange((count + _CHUNK - 1) // _CHUNK):
-        g = np.empty(cells, np.int32)
-        settled = np.empty(cells, np.uint8)
-        heads = np.empty(32, np.int32)
-        entry_cell = np.empty(4 * cells + 8, np.int32)
-        entry_next = np.empty(4 * cells + 8, np.int32)
+        g, settled, heads, entry_cell, entry_next = make_workspace(cells)
         for i in range(chunk * _CHUNK, min(count, (chunk + 1) * _CHUNK)):
             out[i] = solve(cost[i], n, starts[i], ends[i], g, settled, heads, entry_cell, entry_next)
 
@@ -88,20 +81,13 @@ def _integer_costs(costs: np.ndarray) -> np.ndarray:
     return np.where(finite, costs, -1).astype(np.int32)
 
 
-def _grid_side(cells: int) -> int:
-    n = int(round(cells**0.5))
-    if n * n != cells:
-        raise ValueError(f"rows of {cells} cells are not a square grid")
-    return n
-
-
 def route_costs(allowed: np.ndarray, costs: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """Cheapest route cost per sample using only ``allowed`` cells (float32, +inf where none)."""
     allowed = np.atleast_2d(allowed)
     costs = np.atleast_2d(costs)
     icost = np.where(allowed & np.isfinite(costs), costs, -1).astype(np.int32)
     out = np.empty(len(icost), np.int64)
-    _optimal_kernel(icost, np.asarray(start, np.int64), np.asarray(end, np.int64), _grid_side(icost.shape[1]), out)
+    _optimal_kernel(icost, np.asarray(start, np.int64), np.asarray(end, np.int64), grid_side(icost.shape[1]), out)
     return np.where(out >= 0, out, np.inf).astype(np.float32)
 
 
@@ -109,7 +95,7 @@ def optimal_costs(costs: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.n
     """Optimal route cost per sample (+inf where no route exists)."""
     icost = _integer_costs(np.atleast_2d(costs))
     out = np.empty(len(icost), np.int64)
-    _optimal_kernel(icost, np.asarray(start, np.int64), np.asarray(end, np.int64), _grid_side(icost.shape[1]), out)
+    _optimal_kernel(icost, np.asarray(start, np.int64), np.asarray(end, np.int64), grid_side(icost.shape[1]), out)
     return np.where(out >= 0, out, np.inf).astype(np.float64)
 
 
@@ -139,7 +125,7 @@ def verify_paths(
     mask_cost = np.empty(count, np.int64)
     path_cells = np.empty(count, np.int64)
     legal_cells = np.empty(count, np.int64)
-    _verify_kernel(icost, mask, start, end, _grid_side(icost.shape[1]), route, mask_cost, path_cells, legal_cells)
+    _verify_kernel(icost, mask, start, end, grid_side(icost.shape[1]), route, mask_cost, path_cells, legal_cells)
     if optimal_cost is None:
         optimal_cost = optimal_costs(costs, start, end)
     optimal_cost = np.asarray(optimal_cost, np.float64).reshape(-1)

@@ -7,8 +7,6 @@ import torch
 
 from oracle.generator import TaskBatch
 
-BATCH_KEYS = ("inputs", "labels", "vehicle", "costs", "start", "end", "optimal_cost")
-
 
 def task_tensors(tasks: TaskBatch, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     """Tensors on ``device``: int32 tokens, int64 vehicle/start/end, float32 costs (+inf forbidden)."""

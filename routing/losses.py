@@ -15,12 +15,11 @@ Batch keys (use ``carry.current_data``, the data the outputs belong to): ``label
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
+from hrm.model import grid_side
 from oracle.vocab import PATH
 
 PENALTY_TERMS = ("path_class", "sparsity", "budget", "coverage", "connectivity")
@@ -186,7 +185,7 @@ def act_loss(
             elif name == "coverage":
                 term = coverage_term(p, forbidden, path_len)
             else:
-                n = math.isqrt(C)
+                n = grid_side(C)
                 nll = connectivity_term(log_p, forbidden, batch["start"], batch["end"], n, connectivity_iterations)
                 # Cap: an unreachable end (or p ~ e^-50 along the whole route) is a constant, no gradient.
                 term = torch.clamp(nll / path_len, max=CONNECTIVITY_CAP)

@@ -28,6 +28,7 @@ from typing import Optional
 
 import torch
 
+from hrm.model import grid_side
 from oracle.vocab import PATH
 
 VALID_ROUTE_MAX_EXCESS = 1.5
@@ -77,7 +78,7 @@ def route_costs_inside(allowed: torch.Tensor, costs: torch.Tensor, start: torch.
     drop out of the sweeps once a sweep changes nothing for them (one device sync per sweep).
     """
     batch, cells = allowed.shape
-    n = int(round(cells**0.5))
+    n = grid_side(cells)
     step = torch.where(allowed, costs, 0).round().to(torch.int32)
     step = torch.where(allowed, step, _BLOCKED).view(batch, n, n)
     step_t = step.transpose(1, 2).contiguous()
@@ -189,8 +190,3 @@ def means_from_sums(sums: dict[str, torch.Tensor]) -> dict[str, float]:
         else:
             means[name] = float(total) / max(count, 1.0)
     return means
-
-
-def batch_means(per_sample: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Means of one batch's per-sample metrics."""
-    return means_from_sums(metric_sums(per_sample))

@@ -46,7 +46,8 @@ def test_config_validation_and_presets():
     with pytest.raises(ValueError, match="nope"):
         model_preset("nope")
     assert model_preset("paper").halt_max_steps == 16
-    assert model_preset("cpu", full_backprop=True).full_backprop is True
+    assert model_preset("cpu", backprop="last_h_cycle").backprop == "last_h_cycle"
+    assert model_preset("cpu", full_backprop=True).backprop == "full"
     assert set(MODEL_PRESETS) >= {"cpu", "paper"}
 
 
@@ -113,9 +114,28 @@ def test_vehicle_conditions_the_prediction(cpu_model: HRM):
 
 
 # ---------------------------------------------------------------- gradients
-def _carry_leaf_grads(full_backprop: bool, h_cycles: int, l_cycles: int) -> tuple[torch.Tensor | None, int]:
+def test_backprop_reads_the_older_full_backprop_spelling():
+    assert ModelConfig(full_backprop=True).backprop == "full"
+    assert ModelConfig(full_backprop=False).backprop == "one_step"
+    assert "full_backprop" not in ModelConfig(full_backprop=True).model_dump()
+    # An override laid over a preset's dump (which says backprop="one_step") wins ...
+    assert ModelConfig(**{**model_preset("cpu").model_dump(), "full_backprop": True}).backprop == "full"
+    assert ModelConfig(backprop="full", full_backprop=True).backprop == "full"
+    # ... but never silently replaces another explicit choice.
+    with pytest.raises(ValueError, match="contradicts"):
+        ModelConfig(backprop="last_h_cycle", full_backprop=True)
+    with pytest.raises(ValueError, match="contradicts"):
+        ModelConfig(backprop="full", full_backprop=False)
+    with pytest.raises(ValueError, match="true or false"):
+        ModelConfig(full_backprop="last_h_cycle")
+    with pytest.raises(ValueError):
+        ModelConfig(backprop="two_step")
+
+
+def _carry_leaf_grads(backprop: str, h_cycles: int, l_cycles: int) -> tuple[torch.Tensor | None, int, int]:
+    """Gradient reaching the carried z_h, and the number of L and H calls that kept their graph."""
     torch.manual_seed(0)
-    model = HRM(tiny_config(full_backprop=full_backprop, h_cycles=h_cycles, l_cycles=l_cycles)).eval()
+    model = HRM(tiny_config(backprop=backprop, h_cycles=h_cycles, l_cycles=l_cycles)).eval()
     batch = make_batch(2, 6)
     carry = model.initial_carry(batch)
     carry.halted = torch.zeros(2, dtype=torch.bool)  # keep the (leaf) state instead of resetting it
@@ -123,26 +143,88 @@ def _carry_leaf_grads(full_backprop: bool, h_cycles: int, l_cycles: int) -> tupl
     z_h = torch.randn_like(carry.z_h, requires_grad=True)
     z_l = torch.randn_like(carry.z_l, requires_grad=True)
     carry.z_h, carry.z_l = z_h, z_l
-    grad_calls = []
-    model.l_level.register_forward_hook(lambda *_: grad_calls.append(torch.is_grad_enabled()))
+    l_calls, h_calls = [], []
+    model.l_level.register_forward_hook(lambda *_: l_calls.append(torch.is_grad_enabled()))
+    model.h_level.register_forward_hook(lambda *_: h_calls.append(torch.is_grad_enabled()))
     new_carry, out = model(carry, batch)
     out["logits"].square().mean().backward()
     assert not new_carry.z_h.requires_grad and not new_carry.z_l.requires_grad  # carry is detached
     assert model.lm_head.weight.grad is not None and model.l_level.layers[0].mlp.down.weight.grad.abs().sum() > 0
-    return z_h.grad, sum(grad_calls)
+    assert len(l_calls) == h_cycles * l_cycles and len(h_calls) == h_cycles  # eval: no bootstrap segment
+    return z_h.grad, sum(l_calls), sum(h_calls)
 
 
 @pytest.mark.parametrize("cycles", [(2, 2), (1, 1)])
 def test_one_step_gradient_cuts_earlier_cycles(cycles):
-    grad, l_calls_with_grad = _carry_leaf_grads(False, *cycles)
+    grad, l_calls_with_grad, h_calls_with_grad = _carry_leaf_grads("one_step", *cycles)
     assert grad is None  # no gradient reaches the carried state or the no-grad cycles
-    assert l_calls_with_grad == 1  # only the final L call is in the graph
+    assert l_calls_with_grad == 1 and h_calls_with_grad == 1  # only the final L and H call are in the graph
+
+
+@pytest.mark.parametrize("cycles", [(2, 2), (3, 2), (1, 3)])
+def test_last_h_cycle_keeps_only_the_last_h_cycle(cycles):
+    grad, l_calls_with_grad, h_calls_with_grad = _carry_leaf_grads("last_h_cycle", *cycles)
+    assert grad is None
+    assert l_calls_with_grad == cycles[1] and h_calls_with_grad == 1  # l_cycles L calls and one H call
 
 
 def test_full_backprop_reaches_every_cycle():
-    grad, l_calls_with_grad = _carry_leaf_grads(True, 2, 2)
+    grad, l_calls_with_grad, h_calls_with_grad = _carry_leaf_grads("full", 2, 2)
     assert grad is not None and grad.abs().sum() > 0
-    assert l_calls_with_grad == 4  # h_cycles * l_cycles L calls in the graph
+    assert l_calls_with_grad == 4 and h_calls_with_grad == 2  # h_cycles * l_cycles L calls, h_cycles H calls
+
+
+def _segment_grads(backprop: str, h_cycles: int, l_cycles: int, reference: bool = False) -> dict[str, torch.Tensor]:
+    """Parameter gradients of one segment from fixed states; ``reference``: TRM's recursion written out."""
+    torch.manual_seed(0)
+    model = HRM(tiny_config(backprop=backprop, h_cycles=h_cycles, l_cycles=l_cycles))
+    batch = make_batch(3, 6, seed=4)
+    g = torch.Generator().manual_seed(5)
+    z_h, z_l = (torch.randn(3, 37, 32, generator=g) for _ in range(2))
+    if reference:
+        x = model._embed(batch["inputs"], batch["vehicle"])
+        cos_sin = model.rotary(6)
+        with torch.no_grad():  # the first h_cycles - 1 H-cycles
+            for _ in range(h_cycles - 1):
+                for _ in range(l_cycles):
+                    z_l = model.l_level(z_l, z_h + x, cos_sin)
+                z_h = model.h_level(z_h, z_l, cos_sin)
+        for _ in range(l_cycles):  # the last H-cycle, in the graph
+            z_l = model.l_level(z_l, z_h + x, cos_sin)
+        z_h = model.h_level(z_h, z_l, cos_sin)
+        logits, q = model.lm_head(z_h[:, 1:]), model.q_head(z_h[:, 0])
+        q_halt, q_continue = q[:, 0], q[:, 1]
+    else:
+        _, _, logits, q_halt, q_continue = model.segment(z_h, z_l, batch)
+    (logits.square().mean() + q_halt.sum() + 0.5 * q_continue.sum()).backward()
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("backprop", ["one_step", "last_h_cycle", "full"])
+def test_every_parameter_gets_a_gradient(backprop):
+    grads = _segment_grads(backprop, 2, 2)
+    for name, grad in grads.items():
+        assert grad is not None and grad.abs().sum() > 0, name
+
+
+def test_last_h_cycle_gradient_is_trms_and_neither_one_step_nor_full():
+    last = _segment_grads("last_h_cycle", 3, 2)
+    reference = _segment_grads("last_h_cycle", 3, 2, reference=True)
+    for name in last:
+        torch.testing.assert_close(last[name], reference[name], rtol=0, atol=0, msg=name)
+    for other in ("one_step", "full"):
+        grads = _segment_grads(other, 3, 2)
+        assert not torch.allclose(grads["l_level.layers.0.mlp.down.weight"], last["l_level.layers.0.mlp.down.weight"])
+        assert not torch.allclose(grads["embed_tokens"], last["embed_tokens"])
+        # The lm_head sees only the final z_h, which no backprop mode changes.
+        torch.testing.assert_close(grads["lm_head.weight"], last["lm_head.weight"], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("cycles, same_as", [((1, 3), "full"), ((3, 1), "one_step")])
+def test_last_h_cycle_is_full_with_one_h_cycle_and_one_step_with_one_l_cycle(cycles, same_as):
+    last, other = _segment_grads("last_h_cycle", *cycles), _segment_grads(same_as, *cycles)
+    for name in last:
+        torch.testing.assert_close(last[name], other[name], rtol=0, atol=0, msg=name)
 
 
 # ---------------------------------------------------------------- ACT halting

@@ -34,17 +34,17 @@ def test_curriculum_row_reports_every_size_and_when_each_stage_was_reached(tmp_p
 
 
 @pytest.mark.parametrize("variant, extra, expected", [
-    ("direct", [], {"sizes": [10], "full_backprop": False, "ema_decay": None}),
+    ("direct", [], {"sizes": [10], "backprop": "one_step", "ema_decay": None}),
     # trailing overrides land after the variant's: a direct ladder at another size
-    ("direct", ["curriculum.stages.0.size=8"], {"sizes": [8], "full_backprop": False, "ema_decay": None}),
-    ("fullbp-ema", [], {"sizes": [8, 10], "full_backprop": True, "ema_decay": 0.999}),  # smoke has no EMA of its own
+    ("direct", ["curriculum.stages.0.size=8"], {"sizes": [8], "backprop": "one_step", "ema_decay": None}),
+    ("fullbp-ema", [], {"sizes": [8, 10], "backprop": "full", "ema_decay": 0.999}),  # smoke has no EMA of its own
 ])
 def test_variants_change_one_thing(tmp_path, variant, extra, expected):
     result = _bench(tmp_path, "--minutes", "0.001", "--variant", variant, *extra)
     assert result.returncode == 0, result.stderr[-2000:]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert [s["size"] for s in config["curriculum"]["stages"]] == expected["sizes"]
-    assert config["model"]["full_backprop"] is expected["full_backprop"]
+    assert config["model"]["backprop"] == expected["backprop"]
     assert config["model"]["ema_decay"] == expected["ema_decay"]
     assert config["train"]["max_minutes"] == 0.001
     assert json.loads((tmp_path / "run" / "outcome.json").read_text())["step"] == 1  # the budget ends it at once
@@ -56,6 +56,6 @@ def test_fullbp_ema_keeps_the_presets_own_decay():
         from learning import variant_overrides
     finally:
         sys.path.remove(str(ROOT / "benchmarks"))
-    assert variant_overrides("tiny", "fullbp-ema") == ["model.full_backprop=true", "model.ema_decay=0.995"]
-    assert variant_overrides("paper", "fullbp-ema") == ["model.full_backprop=true", "model.ema_decay=0.999"]
-    assert variant_overrides("tiny", "onestep") == ["model.full_backprop=false", "model.ema_decay=null"]
+    assert variant_overrides("tiny", "fullbp-ema") == ["model.backprop=full", "model.ema_decay=0.995"]
+    assert variant_overrides("paper", "fullbp-ema") == ["model.backprop=full", "model.ema_decay=0.999"]
+    assert variant_overrides("tiny", "onestep") == ["model.backprop=one_step", "model.ema_decay=null"]

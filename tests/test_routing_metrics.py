@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from routing.metrics import batch_means, means_from_sums, metric_sums, path_metrics, route_costs_inside
+from routing.metrics import means_from_sums, metric_sums, path_metrics, route_costs_inside
 from oracle import TaskSpec, generate_tasks, verify_paths
 from oracle.vocab import PATH
 
@@ -162,7 +162,7 @@ def test_sums_combine_across_batches_like_one_batch(batch20):
     masks = np.isfinite(batch20.costs)
     masks[::2] = batch20.labels[::2] == PATH
     pred = predictions_from_masks(batch20, masks)
-    whole = batch_means(path_metrics(pred, **t))
+    whole = means_from_sums(metric_sums(path_metrics(pred, **t)))
     halves = [metric_sums(path_metrics(pred[s], **{k: v[s] for k, v in t.items()}))
               for s in (slice(0, 20), slice(20, None))]
     combined = means_from_sums({k: halves[0][k] + halves[1][k] for k in halves[0]})

@@ -1,7 +1,7 @@
 """Building a ``RunConfig``: preset, then an optional YAML file, then dotted ``key=value`` overrides.
 
 Overrides use HRM's Hydra habit: ``train.lr=3e-4``, ``curriculum.stages.0.gate.threshold=0.9``,
-``model.full_backprop=true``. Values are parsed as YAML scalars (numbers, booleans, null, lists).
+``model.backprop=last_h_cycle``. Values are parsed as YAML scalars (numbers, booleans, null, lists).
 """
 
 from __future__ import annotations

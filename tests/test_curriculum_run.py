@@ -11,6 +11,8 @@ from mlflow.tracking import MlflowClient
 
 from routing.metrics import METRIC_NAMES
 
+pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
+
 EVAL_METRICS = [m for m in METRIC_NAMES]  # every metric of DESIGN.md's table
 
 

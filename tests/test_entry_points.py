@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
+
 
 def _script(name: str) -> str:
     # The scripts sit beside the interpreter of the virtual environment the project is installed in.

@@ -1,15 +1,18 @@
 """The whole learning stack can learn: a tiny HRM overfits 32 fixed 10×10 tasks on CPU."""
 
+import pytest
 import torch
 
-from routing.batch import task_tensors
 from hrm.config import ModelConfig
-from routing.losses import PenaltyWeights
-from routing.metrics import means_from_sums
 from hrm.model import HRM
 from hrm.optimizer import AdamATan2, lr_at
-from routing.training import evaluate, train_step
 from oracle import TaskSpec, generate_tasks
+from routing.batch import task_tensors
+from routing.losses import PenaltyWeights
+from routing.metrics import means_from_sums
+from routing.training import evaluate, train_step
+
+pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
 
 MAX_STEPS = 600
 

@@ -13,6 +13,8 @@ from curriculum.core.overrides import build_config
 from tuners.penalties import rank_trials
 from tuners.space import SearchSpace, apply_point, default_space, weight_from_exponent
 
+pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
+
 
 def run_tuner(args, cwd, timeout=900):
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")

@@ -17,6 +17,8 @@ import curriculum.adapters.checkpoint as ckpt
 from curriculum.core.overrides import build_config
 from hrm.model import HRM
 
+pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
+
 
 def state(step):
     return {"model": {"w": torch.full((3,), float(step))}, "scheduler": '{"stage": 1}', "elapsed": 1.5}

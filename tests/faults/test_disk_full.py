@@ -19,6 +19,8 @@ import pytest
 
 from curriculum.adapters.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
+
 FSIZE_LIMIT = 6 * 2**20  # above MLflow's database and the other files, below the widened model's checkpoint
 
 

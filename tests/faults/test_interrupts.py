@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
+pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
+
 
 def test_ctrl_c_finishes_the_step_checkpoints_and_ends_killed_and_a_live_run_is_never_taken_over(runs, tmp_path):
     run_dir = tmp_path / "run"

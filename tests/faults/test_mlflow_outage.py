@@ -6,6 +6,10 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
+
+pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
+
 
 def file_log_steps(run_dir) -> list[int]:
     """Steps the run logged, from its own file log (``tracking/metrics.jsonl``), whatever MLflow received."""

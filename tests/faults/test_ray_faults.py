@@ -8,7 +8,11 @@ import os
 import re
 import signal
 
+import pytest
+
 from curriculum.adapters.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
 
 # Stage 0 (8x8) passes its gate at the first evaluation (step 20); stage 1 (10x10) can never pass.
 PROMOTE_AT_20 = ["curriculum.stages.0.gate.threshold=0.05", "curriculum.stages.0.gate.patience=1",

@@ -9,6 +9,10 @@ import re
 import signal
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
+
 ROOT = Path(__file__).resolve().parents[2]
 SKIPPED_DIRS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis", "runs", "data", "tune",
                 "mlruns", "mlartifacts", "hrm_curriculum.egg-info"}

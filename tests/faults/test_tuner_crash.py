@@ -12,8 +12,11 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
 
 
 def test_a_crashed_trial_is_marked_failed_and_the_search_still_yields_a_best_config(ray_head, runs, find_processes,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from curriculum.adapters.checkpoint import KEEP
-from curriculum.adapters.ray_backend import TrainJob, _worker, build_trainer, final_outcome
+from curriculum.adapters.ray_backend import TrainJob, build_trainer, final_outcome
 from curriculum.core.outcome import RunOutcome
 from curriculum.core.overrides import build_config
 
@@ -51,7 +51,6 @@ def test_build_trainer_takes_resources_keep_count_and_failures_from_one_place(tm
     one = job(tmp_path)
     trainer = build_trainer(one, name="trial-1", storage_path=str(tmp_path / "ray"), max_failures=3)
     assert isinstance(trainer, TorchTrainer)
-    assert trainer.train_loop_per_worker is _worker
     assert TrainJob.from_loop_config(trainer.train_loop_config) == one
     scaling = trainer.scaling_config
     assert (scaling.num_workers, scaling.use_gpu, scaling.resources_per_worker) == (1, False, {"CPU": 0.5})

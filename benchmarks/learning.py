@@ -41,17 +41,17 @@ COLUMNS = ("connectivity", "valid_route", "optimal", "exact")
 
 def variant_overrides(preset: str, variant: str) -> list[str]:
     """The dotted overrides that turn ``preset`` into ``variant``."""
-    from curriculum.core.presets import preset_dict
+    from curriculum.core.presets import preset_config
 
     if variant == "curriculum":
         return []
     if variant == "direct":
-        last = dict(preset_dict(preset)["curriculum"]["stages"][-1], replay=0.0)
+        last = dict(preset_config(preset).curriculum.stages[-1].model_dump(mode="json"), replay=0.0)
         return ["curriculum.stages=" + json.dumps([last])]
     if variant == "onestep":
         return ["model.backprop=one_step", "model.ema_decay=null"]
     if variant == "fullbp-ema":  # the preset's own EMA where it has one, so only the gradient changes
-        decay = preset_dict(preset)["model"].get("ema_decay") or 0.999
+        decay = preset_config(preset).model.ema_decay or 0.999
         return ["model.backprop=full", f"model.ema_decay={decay}"]
     raise ValueError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
 

@@ -202,10 +202,9 @@ def test_flatten_config_truncates_values_longer_than_mlflow_accepts():
 
 
 def test_flatten_config_of_a_real_run_config_has_the_names_compare_reads():
-    from curriculum.core.config import RunConfig
-    from curriculum.core.presets import preset_dict
+    from curriculum.core.presets import preset_config
 
-    flat = flatten_config(RunConfig(**preset_dict("tiny")).model_dump(mode="json"))
+    flat = flatten_config(preset_config("tiny").model_dump(mode="json"))
     assert [flat[f"curriculum.stages.{i}.size"] for i in range(4)] == [10, 20, 30, 40]
     assert flat["curriculum.stages.0.gate.threshold"] == 0.8
     assert "curriculum.stages.0.penalties.sparsity" in flat

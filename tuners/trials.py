@@ -15,18 +15,16 @@ from ray import tune
 from ray.tune import Callback
 
 from curriculum.adapters.tracking import flatten_config
+from curriculum.core.outcome import RunStatus
 from tuners.space import SearchSpace, apply_point
 
 
 def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
     """Tune trainable: ``point`` is the sampled configuration, ``search`` the fixed search settings."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from curriculum.adapters.checkpoint import KEEP
     from curriculum.adapters.mlflow_tracker import MlflowTracker, create_run
-    from curriculum.adapters.ray_backend import _worker
+    from curriculum.adapters.ray_backend import TrainJob, build_trainer
 
     space = SearchSpace.model_validate(search["space"])
     config = apply_point(search["base"], point, space, search["budget_steps"])
@@ -41,18 +39,10 @@ def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
                                                   "point": point}, indent=2))
     MlflowTracker(search["tracking_uri"], run_id).log_params(
         {f"search.{k}": v for k, v in flatten_config(point).items()})
-    scaling = config.scaling
-    resources = {"CPU": scaling.cpus_per_worker, **({"GPU": scaling.gpus_per_worker} if scaling.use_gpu else {})}
-    trainer = TorchTrainer(
-        _worker,
-        train_loop_config={"config": config.model_dump_json(), "run_dir": str(run_dir), "run_id": run_id,
-                           "tracking_uri": search["tracking_uri"], "resume_from": None, "console": None},
-        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                     resources_per_worker=resources),
-        run_config=RayRunConfig(name=f"train-{trial_id}", storage_path=str(Path(search["out_dir"]) / "ray-train"),
-                                callbacks=[TuneReportCallback()], failure_config=FailureConfig(max_failures=0),
-                                checkpoint_config=CheckpointConfig(num_to_keep=KEEP)),  # not every evaluation's
-    )
+    # No restarts: a failed trial is Tune's to report, not to retry.
+    job = TrainJob(config=config, run_dir=run_dir, run_id=run_id, tracking_uri=search["tracking_uri"])
+    trainer = build_trainer(job, name=f"train-{trial_id}", storage_path=str(Path(search["out_dir"]) / "ray-train"),
+                            max_failures=0, callbacks=[TuneReportCallback()])
     try:
         trainer.fit()
     finally:
@@ -89,7 +79,7 @@ class TrialRunStatus(Callback):
     def __init__(self, out_dir: Path) -> None:
         self.out_dir = Path(out_dir)
 
-    def _close(self, trial, status: str) -> None:
+    def _close(self, trial, status: RunStatus) -> None:
         from curriculum.adapters.mlflow_tracker import find_run, make_client
 
         if release_placement_group(self.out_dir / "trials" / trial.trial_id):

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from urllib.parse import urlparse
 
 from curriculum.adapters.tracking import check_status
+from curriculum.core.outcome import RunStatus
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -223,7 +224,7 @@ class MlflowTracker:
         self._queue.append(("artifact", (str(path), artifact_path), 0))
         self._deliver()
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: RunStatus) -> None:
         """Deliver what is queued, report lost points, and set the run's terminal status."""
         check_status(status)
         self._deliver(force=True)

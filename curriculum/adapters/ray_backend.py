@@ -2,10 +2,12 @@
 
 ``connect`` joins (or starts) Ray and settles where checkpoints go before the run exists: a local
 path only while every node shares one host, shared storage (s3://...) otherwise
-(``curriculum.adapters.storage``). ``run_with_ray`` then builds a ``TorchTrainer`` with one worker per
-``scaling.num_workers`` (DDP over gloo on CPU, NCCL on GPU), restarts the worker group from the last
-reported checkpoint on failure (``FailureConfig``), and prints rank 0's console lines, which travel
-through a Ray queue so Ray's own worker logs can stay out of the terminal.
+(``curriculum.adapters.storage``). ``build_trainer`` makes the ``TorchTrainer`` of a ``TrainJob`` (the
+typed arguments of every worker) with one worker per ``scaling.num_workers`` (DDP over gloo on CPU,
+NCCL on GPU), restarting the worker group from the last reported checkpoint on failure
+(``FailureConfig``); the CLI (``run_with_ray``) and the tuner's trials both launch through it.
+``run_with_ray`` also prints rank 0's console lines, which travel through a Ray queue so Ray's own
+worker logs can stay out of the terminal.
 
 Stopping: ``trainer.fit()`` runs in a thread of its own, so Ray Train does not install its SIGINT
 handler (which aborts the workers mid-step, without a checkpoint); the driver's handler stays in
@@ -19,8 +21,9 @@ import os
 import shutil
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 from curriculum.adapters.checkpoint import KEEP
 from curriculum.core.config import RunConfig
@@ -29,9 +32,44 @@ from curriculum.core.outcome import RunOutcome
 from curriculum.trainer.loop import run_curriculum
 from curriculum.adapters.storage import StorageError, check_storage, storage_scheme, workers_fit
 
+if TYPE_CHECKING:
+    from ray.train.torch import TorchTrainer
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What every Ray Train worker is given: the run and where it logs, resumes and reports."""
+
+    config: RunConfig
+    run_dir: Path
+    run_id: Optional[str] = None  # the MLflow run rank 0 logs to (None: the run's file log only)
+    tracking_uri: Optional[str] = None
+    resume_from: Optional[Path] = None  # a checkpoint file to start from (a restart after a failure overrides it)
+    console: Optional[Any] = None  # a ray.util.queue.Queue for rank 0's console lines
+    stop_flag: Optional[Any] = None  # a handle of the driver's ``_Flag`` actor
+
+    def __post_init__(self) -> None:
+        # Ray Train's controller and workers run in other directories.
+        object.__setattr__(self, "run_dir", Path(self.run_dir).absolute())
+
+    def to_loop_config(self) -> dict[str, Any]:
+        """The ``train_loop_config`` mapping Ray Train hands each worker (the config travels as JSON)."""
+        return {"config": self.config.model_dump_json(), "run_dir": str(self.run_dir), "run_id": self.run_id,
+                "tracking_uri": self.tracking_uri,
+                "resume_from": str(self.resume_from) if self.resume_from is not None else None,
+                "console": self.console, "stop": self.stop_flag}
+
+    @classmethod
+    def from_loop_config(cls, data: dict[str, Any]) -> "TrainJob":
+        """The job ``to_loop_config`` wrote."""
+        return cls(config=RunConfig.model_validate_json(data["config"]), run_dir=Path(data["run_dir"]),
+                   run_id=data["run_id"], tracking_uri=data["tracking_uri"],
+                   resume_from=Path(data["resume_from"]) if data["resume_from"] is not None else None,
+                   console=data["console"], stop_flag=data["stop"])
+
 
 def _worker(loop_config: dict) -> None:
-    """Entry point of every Ray Train worker."""
+    """Entry point of every Ray Train worker (``loop_config``: ``TrainJob.to_loop_config``)."""
     import ray
     import ray.train
     import ray.train.torch
@@ -41,25 +79,27 @@ def _worker(loop_config: dict) -> None:
     from curriculum.adapters.checkpoint import latest_checkpoint
     from curriculum.adapters.tracking import FileTracker, MultiTracker, NullTracker
 
-    config = RunConfig.model_validate_json(loop_config["config"])
+    job = TrainJob.from_loop_config(loop_config)
+    config, run_dir, queue = job.config, job.run_dir, job.console
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     device = ray.train.torch.get_device()
-    run_dir = Path(loop_config["run_dir"])
-    queue = loop_config.get("console")
     # Which Ray node runs this rank: shows where a multi-node run placed its workers.
     node_file = run_dir / "decisions" / f"rank-{rank}.node"
     node_file.parent.mkdir(parents=True, exist_ok=True)
     node_file.write_text(ray.get_runtime_context().get_node_id() + "\n")
 
-    stop_requested = _StopPoller(loop_config.get("stop"))
-    restore = loop_config.get("resume_from")
+    stop_requested = _StopPoller(job.stop_flag)
+    restore = job.resume_from
     restart = ray.train.get_checkpoint()
     staging = None
     if restart is not None:  # a restart after a failure: Ray hands back the last reported checkpoint
         staging = Path(tempfile.mkdtemp(prefix="restore-"))
         restart.to_directory(str(staging))
-        restore = str(latest_checkpoint(staging))
+        restore = latest_checkpoint(staging)
+        if restore is None:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise RuntimeError("the checkpoint Ray Train handed back for the restart holds no checkpoint file")
 
     def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
         if world > 1:
@@ -90,19 +130,19 @@ def _worker(loop_config: dict) -> None:
     tracker = NullTracker()
     if rank == 0:
         trackers = [FileTracker(run_dir)]
-        if loop_config.get("run_id"):
+        if job.run_id:
             from curriculum.adapters.mlflow_tracker import MlflowTracker
 
-            trackers.insert(0, MlflowTracker(loop_config["tracking_uri"], loop_config["run_id"]))
+            trackers.insert(0, MlflowTracker(job.tracking_uri, job.run_id))
         tracker = MultiTracker(*trackers)
     ctx = WorkerContext(rank=rank, world_size=world, device=device, all_reduce_sum=all_reduce_sum,
                         wrap_model=ray.train.torch.prepare_model, report=report,
-                        restore_from=Path(restore) if restore else None, stop_requested=stop_requested,
+                        restore_from=restore, stop_requested=stop_requested,
                         say=say, interactive=False)
     try:
-        outcome = run_curriculum(config, ctx, tracker, run_dir, loop_config.get("run_id"))
+        outcome = run_curriculum(config, ctx, tracker, run_dir, job.run_id)
         # Delivers metrics queued during a tracking-server outage and closes the file log.
-        tracker.finish("KILLED" if outcome.outcome == "killed" else "FINISHED")
+        tracker.finish(outcome.status)
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -185,6 +225,26 @@ def connect(config: RunConfig, run_dir: Path, address: Optional[str]) -> str:
     return storage if storage_scheme(storage) else str(Path(storage).expanduser().absolute())
 
 
+def build_trainer(job: TrainJob, *, name: str, storage_path: str, max_failures: int,
+                  callbacks: Sequence[Any] = ()) -> "TorchTrainer":
+    """The ``TorchTrainer`` that runs ``job``: ``scaling.num_workers`` workers of ``scaling``'s resources,
+    ``max_failures`` worker-group restarts from the last reported checkpoint, Ray Train ``callbacks``."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    scaling = job.config.scaling
+    return TorchTrainer(
+        _worker,
+        train_loop_config=job.to_loop_config(),
+        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
+                                     resources_per_worker=_worker_resources(job.config)),
+        # Ray keeps every reported checkpoint unless told otherwise: a long run would fill the disk.
+        run_config=RayRunConfig(name=name, storage_path=storage_path, callbacks=list(callbacks),
+                                failure_config=FailureConfig(max_failures=max_failures),
+                                checkpoint_config=CheckpointConfig(num_to_keep=KEEP)),
+    )
+
+
 def run_with_ray(config: RunConfig, run_dir: Path, run_id: Optional[str], tracking_uri: Optional[str],
                  storage: str, resume_from: Optional[Path], say=print,
                  stop_requested: Callable[[], bool] = lambda: False) -> RunOutcome:
@@ -193,28 +253,13 @@ def run_with_ray(config: RunConfig, run_dir: Path, run_id: Optional[str], tracki
     ``stop_requested`` (polled twice a second) asks the workers to stop after their current step.
     """
     import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
     from ray.util.queue import Queue
 
-    scaling = config.scaling
-    resources = _worker_resources(config)
     console = Queue()
     stop_flag = ray.remote(num_cpus=0)(_Flag).remote()
-    trainer = TorchTrainer(
-        _worker,
-        train_loop_config={
-            "config": config.model_dump_json(), "run_dir": str(run_dir.absolute()), "run_id": run_id,
-            "tracking_uri": tracking_uri, "resume_from": str(resume_from) if resume_from else None,
-            "console": console, "stop": stop_flag,
-        },
-        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                     resources_per_worker=resources),
-        # Ray keeps every reported checkpoint unless told otherwise: a long run would fill the disk.
-        run_config=RayRunConfig(name=run_dir.name, storage_path=storage,
-                                failure_config=FailureConfig(max_failures=scaling.max_failures),
-                                checkpoint_config=CheckpointConfig(num_to_keep=KEEP)),
-    )
+    job = TrainJob(config=config, run_dir=run_dir, run_id=run_id, tracking_uri=tracking_uri,
+                   resume_from=resume_from, console=console, stop_flag=stop_flag)
+    trainer = build_trainer(job, name=run_dir.name, storage_path=storage, max_failures=config.scaling.max_failures)
     done = threading.Event()
 
     def pump() -> None:
@@ -258,12 +303,17 @@ def run_with_ray(config: RunConfig, run_dir: Path, run_id: Optional[str], tracki
     result = fitted["result"]
     if result.error is not None:
         raise _first_worker_error(result.error)
-    final = result.metrics or {}
-    return RunOutcome(outcome=final.get("outcome", "failed"), step=int(final.get("step", 0)),
-                      stage=int(final.get("stage", 0)), transitions=list(final.get("transitions", [])),
-                      final_metrics=dict(final.get("final_metrics", {})),
-                      stage_seconds=list(final.get("stage_seconds", [])),
-                      stage_steps=list(final.get("stage_steps", [])))
+    return final_outcome(result.metrics)
+
+
+def final_outcome(metrics: Optional[dict[str, Any]]) -> RunOutcome:
+    """The outcome in the workers' last report (``Result.metrics`` of a fit that did not fail); a
+    RuntimeError when those metrics are not that report."""
+    final = metrics or {}
+    if not final.get("final"):
+        seen = f"the last report seen was of step {final['step']}" if "step" in final else "no report was seen"
+        raise RuntimeError(f"Ray Train ended without the workers' final report of the outcome ({seen})")
+    return RunOutcome.from_json(final)
 
 
 def _first_worker_error(error: BaseException) -> BaseException:

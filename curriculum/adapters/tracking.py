@@ -12,7 +12,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Protocol, Union
+from typing import Optional, Protocol, Union, cast
 
 from curriculum.adapters.atomic_file import atomic_write
 from curriculum.core.outcome import TERMINAL_STATUSES, RunStatus
@@ -36,14 +36,14 @@ class Tracker(Protocol):
 
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None: ...
 
-    def finish(self, status: str) -> None: ...
+    def finish(self, status: RunStatus) -> None: ...
 
 
-def check_status(status: str) -> str:
+def check_status(status: str) -> RunStatus:
     """``status`` if it is one of FINISHED, FAILED, KILLED; a ValueError otherwise."""
     if status not in TERMINAL_STATUSES:
         raise ValueError(f"status must be one of {', '.join(TERMINAL_STATUSES)}, not {status!r}")
-    return status
+    return cast(RunStatus, status)
 
 
 class NullTracker:
@@ -61,7 +61,7 @@ class NullTracker:
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
         pass
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: RunStatus) -> None:
         check_status(status)
 
 
@@ -106,7 +106,7 @@ class FileTracker:
             shutil.copy2(source, tmp)
             os.replace(tmp, target)
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: RunStatus) -> None:
         atomic_write_json(self.root / "status.json", {"status": check_status(status), "time": time.time()})
 
     def _merge_json(self, name: str, values: dict[str, object]) -> None:
@@ -170,7 +170,7 @@ def replay_into(run_dir: Path, tracker: Tracker) -> int:
             tracker.log_artifact(file, None if parent == "." else parent)
 
     status = read_json(root / "status.json")
-    tracker.finish(status["status"] if status else "KILLED")
+    tracker.finish(check_status(status["status"]) if status else "KILLED")
     return count
 
 
@@ -225,7 +225,7 @@ class MultiTracker:
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
         self._each(lambda t: t.log_artifact(path, artifact_path))
 
-    def finish(self, status: str) -> None:
+    def finish(self, status: RunStatus) -> None:
         check_status(status)
         self._each(lambda t: t.finish(status))
 

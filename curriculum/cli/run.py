@@ -23,6 +23,7 @@ from typing import Optional
 
 from curriculum.adapters.checkpoint import CheckpointError, check_model_fits, latest_checkpoint, load_checkpoint
 from curriculum.core.config import RunConfig
+from curriculum.core.outcome import RunOutcome, RunStatus
 from curriculum.core.overrides import build_config, config_from_raw
 from curriculum.core.presets import PRESET_NAMES
 from curriculum.adapters.run_lock import RunLockedError, hold_run_lock
@@ -182,7 +183,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         resume_from = latest_checkpoint(run_dir / "checkpoints")
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
 
-    status = "FAILED"
+    status: RunStatus = "FAILED"
     try:
         if args.backend == "local":
             outcome = _run_local(config, run_dir, run_id, uri, resume_from, stop)
@@ -191,7 +192,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             outcome = _with_quiet_ray(lambda: run_with_ray(config, run_dir, run_id, uri, storage, resume_from,
                                                            stop_requested=lambda: stop.set))
-        status = "KILLED" if outcome.outcome == "killed" else "FINISHED"
+        status = outcome.status
     except KeyboardInterrupt:
         status = "KILLED"
         print(f"{PROG}: aborted; resume with: {PROG} --resume {run_dir}", file=sys.stderr)
@@ -245,8 +246,8 @@ def _connect_ray(config: RunConfig, run_dir: Path, address: Optional[str]) -> st
         raise UsageError(f"cannot connect to Ray{where}: {str(exc).strip().splitlines()[0]}") from None
 
 
-def _run_local(config: RunConfig, run_dir: Path, run_id: str, uri: str, resume_from: Optional[Path],
-               stop: _StopFlag):
+def _run_local(config: RunConfig, run_dir: Path, run_id: Optional[str], uri: Optional[str],
+               resume_from: Optional[Path], stop: _StopFlag) -> RunOutcome:
     from curriculum.trainer.context import local_context
     from curriculum.trainer.loop import run_curriculum
     from curriculum.adapters.tracking import FileTracker, MultiTracker
@@ -266,7 +267,7 @@ def _run_local(config: RunConfig, run_dir: Path, run_id: str, uri: str, resume_f
         except Exception:  # noqa: BLE001 - e.g. a full disk: the error that stopped the run matters more
             pass
         raise
-    tracker.finish("KILLED" if outcome.outcome == "killed" else "FINISHED")
+    tracker.finish(outcome.status)
     return outcome
 
 

@@ -13,7 +13,7 @@ import yaml
 from pydantic import ValidationError
 
 from curriculum.core.config import RunConfig
-from curriculum.core.presets import PRESET_NAMES, preset_dict
+from curriculum.core.presets import PRESET_NAMES, preset_config
 from oracle.cli_errors import UsageError, describe_validation_error
 
 
@@ -88,7 +88,8 @@ def build_config(preset: Optional[str] = None, config_file: Optional[Path] = Non
     name = preset or file_data.get("preset") or "tiny"
     if name not in PRESET_NAMES:
         raise UsageError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
-    raw = deep_merge(preset_dict(name), file_data)
+    # Overrides work on the raw form: the preset's full dump, every field present.
+    raw = deep_merge(preset_config(name).model_dump(), file_data)
     raw["preset"] = name
     return config_from_raw(raw, overrides)
 

@@ -6,32 +6,54 @@
   on the ladder 10, 20, 30, 40.
 - ``gpu``: one GPU, the full ladder 10 → 40 with a larger model in bf16.
 - ``paper``: the paper's 27M-parameter HRM on a multi-GPU cluster.
+
+Each preset is a function returning a fresh, validated ``RunConfig``; ``preset_config(name)`` looks
+one up. The 4-stage ladders come from ``ladder``. Fields a preset leaves out take the config models'
+defaults.
 """
 
 from __future__ import annotations
 
-import copy
-from typing import Any, Optional
+from typing import Callable, Optional, Sequence
 
-from hrm.config import MODEL_PRESETS
+from curriculum.core.config import (
+    CurriculumConfig,
+    GateConfig,
+    GateMetric,
+    RunConfig,
+    ScalingConfig,
+    StageConfig,
+    TaskKnobs,
+    TrackingConfig,
+    TrainConfig,
+)
+from hrm.config import ModelConfig, model_preset
+from routing.losses import PenaltyWeights
 
-PRESET_NAMES = ("smoke", "tiny", "gpu", "paper")
+
+def stage(size: int, threshold: float, max_steps: int, *, metric: GateMetric = "valid_route", patience: int = 2,
+          replay: float = 0.0, penalties: Optional[PenaltyWeights] = None,
+          task: Optional[TaskKnobs] = None) -> StageConfig:
+    """One rung: gated on ``metric >= threshold`` for ``patience`` evaluations, stalling after ``max_steps``."""
+    # Only what is given is passed: the rest keeps StageConfig's own defaults.
+    given: dict = {}
+    if penalties is not None:
+        given["penalties"] = penalties
+    if task is not None:
+        given["task"] = task
+    return StageConfig(size=size, gate=GateConfig(metric=metric, threshold=threshold, patience=patience),
+                       max_steps=max_steps, replay=replay, **given)
 
 
-def _stage(size: int, threshold: float, max_steps: int, *, metric: str = "valid_route", patience: int = 2,
-           min_steps: int = 0, replay: float = 0.0, penalties: Optional[dict] = None, **task: Any) -> dict:
-    stage = {
-        "size": size,
-        "task": task,
-        "gate": {"metric": metric, "threshold": threshold, "patience": patience},
-        "min_steps": min_steps,
-        "max_steps": max_steps,
-        "replay": replay,
-    }
-    if penalties:
-        stage["penalties"] = penalties
-    return stage
+def ladder(sizes: Sequence[int], threshold: float, max_steps: int, *, penalties: Optional[PenaltyWeights] = None,
+           replay: float = 0.0, metric: GateMetric = "valid_route", patience: int = 2) -> list[StageConfig]:
+    """One stage per grid size with the same gate and step cap; every stage after the first replays
+    ``replay`` of each batch from the earlier ones (the first has nothing to replay)."""
+    return [stage(size, threshold, max_steps, metric=metric, patience=patience, replay=replay if i else 0.0,
+                  penalties=penalties) for i, size in enumerate(sizes)]
 
+
+FULL_LADDER = (10, 20, 30, 40)
 
 # The gates ask for a connected route not padded with extra cells (valid_route). At the default
 # weights the connectivity term is too weak to matter: in `tiny` runs on 10x10, held-out
@@ -40,72 +62,72 @@ def _stage(size: int, threshold: float, max_steps: int, *, metric: str = "valid_
 # Most remaining failures were a single missing cell, often at a turn: connectivity 3.0 took
 # valid_route at step 1,000 from 0.46 to 0.59 (6.0 overshoots: excess 1.43, 0.45; budget 2.0
 # with it: 0.51), measured with tiny's lr 1e-3 and EMA.
-ROUTE_PENALTIES = {"connectivity": 3.0, "budget": 1.0, "sparsity": 1.0}
+ROUTE_PENALTIES = PenaltyWeights(connectivity=3.0, budget=1.0, sparsity=1.0)
 
 
-_PRESETS: dict[str, dict] = {
-    "smoke": {
-        "model": {"hidden_size": 32, "num_heads": 2, "h_layers": 1, "l_layers": 1, "h_cycles": 1, "l_cycles": 1,
-                  "halt_max_steps": 2, "max_grid": 40},
-        "train": {"batch_size": 16, "lr": 3e-3, "warmup_steps": 10, "weight_decay": 0.1, "max_steps": 240,
-                  "eval_every": 20, "eval_size": 64, "eval_batch_size": 64},
-        "curriculum": {"stages": [
-            _stage(8, 0.4, 160, metric="connectivity", patience=2, min_distance=1, max_distance=2),
-            _stage(10, 0.15, 160, metric="connectivity", patience=2, min_distance=1, max_distance=3, replay=0.25),
-        ]},
-        "tracking": {"images_per_eval": 2},
-    },
-    "tiny": {
+def smoke() -> RunConfig:
+    return RunConfig(
+        preset="smoke",
+        model=ModelConfig(hidden_size=32, num_heads=2, h_layers=1, l_layers=1, h_cycles=1, l_cycles=1,
+                          halt_max_steps=2, max_grid=40),
+        train=TrainConfig(batch_size=16, lr=3e-3, warmup_steps=10, weight_decay=0.1, max_steps=240, eval_every=20,
+                          eval_size=64, eval_batch_size=64),
+        curriculum=CurriculumConfig(stages=[
+            stage(8, 0.4, 160, metric="connectivity", task=TaskKnobs(min_distance=1, max_distance=2)),
+            stage(10, 0.15, 160, metric="connectivity", replay=0.25, task=TaskKnobs(min_distance=1, max_distance=3)),
+        ]),
+        tracking=TrackingConfig(images_per_eval=2),
+    )
+
+
+def tiny() -> RunConfig:
+    return RunConfig(
+        preset="tiny",
         # No q_continue bootstrap segment: a step costs 1.6x less, and learns as much per step.
         # bfloat16 where the CPU has it (1.5-1.9x faster 10x10 steps). The EMA steadies the held-out
         # numbers the gate reads, and with lr 1e-3 instead of 2e-3 valid_route at step 1,000 went
         # from 0.34 (lr 2e-3, no EMA) and 0.35 (lr 2e-3, EMA) to 0.46.
-        "model": {**MODEL_PRESETS["cpu"].model_dump(), "halt_max_steps": 2, "q_continue": False,
-                  "cpu_dtype": "auto", "ema_decay": 0.995},
-        "train": {"batch_size": 32, "lr": 1e-3, "lr_min_ratio": 1.0, "warmup_steps": 100, "weight_decay": 0.1,
-                  "max_steps": 20_000, "eval_every": 100, "eval_size": 256},
-        "curriculum": {"stages": [
-            _stage(10, 0.8, 8_000, penalties=ROUTE_PENALTIES),
-            _stage(20, 0.8, 8_000, replay=0.1, penalties=ROUTE_PENALTIES),
-            _stage(30, 0.8, 8_000, replay=0.1, penalties=ROUTE_PENALTIES),
-            _stage(40, 0.8, 8_000, replay=0.1, penalties=ROUTE_PENALTIES),
-        ]},
-        "scaling": {"num_workers": 1, "cpus_per_worker": 2},  # one worker using both cores of a small laptop
-    },
-    "gpu": {
+        model=model_preset("cpu", halt_max_steps=2, q_continue=False, cpu_dtype="auto", ema_decay=0.995),
+        train=TrainConfig(batch_size=32, lr=1e-3, lr_min_ratio=1.0, warmup_steps=100, weight_decay=0.1,
+                          max_steps=20_000, eval_every=100, eval_size=256),
+        curriculum=CurriculumConfig(stages=ladder(FULL_LADDER, 0.8, 8_000, penalties=ROUTE_PENALTIES, replay=0.1)),
+        scaling=ScalingConfig(num_workers=1, cpus_per_worker=2),  # one worker using both cores of a small laptop
+    )
+
+
+def gpu() -> RunConfig:
+    return RunConfig(
+        preset="gpu",
         # No q_continue: with it tiny learned about as much per step (valid_route 0.65 against 0.59
         # at step 1,000) but each step took 1.45x as long. Four ACT segments, not tiny's two, for
         # the longer routes of 40x40 (on tiny at 10x10, four learned somewhat slower per step:
         # valid_route 0.43 against 0.59 at step 1,000).
-        "model": {"hidden_size": 256, "num_heads": 4, "h_layers": 2, "l_layers": 2, "h_cycles": 2, "l_cycles": 2,
-                  "halt_max_steps": 4, "q_continue": False, "ema_decay": 0.995},
-        "train": {"batch_size": 256, "lr": 1e-3, "warmup_steps": 200, "weight_decay": 0.1, "max_steps": 40_000,
-                  "eval_every": 250, "eval_size": 1024, "device": "cuda"},
-        "curriculum": {"stages": [
-            _stage(10, 0.9, 10_000, penalties=ROUTE_PENALTIES),
-            _stage(20, 0.9, 10_000, replay=0.1, penalties=ROUTE_PENALTIES),
-            _stage(30, 0.9, 10_000, replay=0.1, penalties=ROUTE_PENALTIES),
-            _stage(40, 0.9, 10_000, replay=0.1, penalties=ROUTE_PENALTIES),
-        ]},
-        "scaling": {"num_workers": 1, "use_gpu": True, "cpus_per_worker": 4},
-    },
-    "paper": {
-        "model": MODEL_PRESETS["paper"].model_dump(),
-        "train": {"batch_size": 96, "lr": 1e-4, "warmup_steps": 2000, "weight_decay": 1.0, "max_steps": 100_000,
-                  "eval_every": 1000, "eval_size": 2048, "device": "cuda"},
-        "curriculum": {"stages": [
-            _stage(10, 0.95, 25_000),
-            _stage(20, 0.95, 25_000, replay=0.1),
-            _stage(30, 0.95, 25_000, replay=0.1),
-            _stage(40, 0.95, 25_000, replay=0.1),
-        ]},
-        "scaling": {"num_workers": 8, "use_gpu": True, "cpus_per_worker": 4},
-    },
-}
+        model=ModelConfig(hidden_size=256, num_heads=4, h_layers=2, l_layers=2, h_cycles=2, l_cycles=2,
+                          halt_max_steps=4, q_continue=False, ema_decay=0.995),
+        train=TrainConfig(batch_size=256, lr=1e-3, warmup_steps=200, weight_decay=0.1, max_steps=40_000,
+                          eval_every=250, eval_size=1024, device="cuda"),
+        curriculum=CurriculumConfig(stages=ladder(FULL_LADDER, 0.9, 10_000, penalties=ROUTE_PENALTIES, replay=0.1)),
+        scaling=ScalingConfig(num_workers=1, use_gpu=True, cpus_per_worker=4),
+    )
 
 
-def preset_dict(name: str) -> dict:
-    """A fresh, mutable copy of the preset's raw config (validate it with ``RunConfig``)."""
-    if name not in _PRESETS:
+def paper() -> RunConfig:
+    return RunConfig(
+        preset="paper",
+        model=model_preset("paper"),
+        train=TrainConfig(batch_size=96, lr=1e-4, warmup_steps=2000, weight_decay=1.0, max_steps=100_000,
+                          eval_every=1000, eval_size=2048, device="cuda"),
+        curriculum=CurriculumConfig(stages=ladder(FULL_LADDER, 0.95, 25_000, replay=0.1)),
+        scaling=ScalingConfig(num_workers=8, use_gpu=True, cpus_per_worker=4),
+    )
+
+
+PRESETS: dict[str, Callable[[], RunConfig]] = {"smoke": smoke, "tiny": tiny, "gpu": gpu, "paper": paper}
+PRESET_NAMES: tuple[str, ...] = tuple(PRESETS)
+
+
+def preset_config(name: str) -> RunConfig:
+    """A fresh ``RunConfig`` of preset ``name`` (a KeyError names the known ones)."""
+    if name not in PRESETS:
         raise KeyError(f"unknown preset {name!r}; choose one of {', '.join(PRESET_NAMES)}")
-    return {"preset": name, **copy.deepcopy(_PRESETS[name])}
+    return PRESETS[name]()

@@ -2,13 +2,15 @@
 
 A training step runs one ACT segment for every slot of the batch carry (HRM's scheme: a slot that
 halted is refilled with the next sample), scores the prediction with the batched path metrics,
-uses "valid and optimal route" as the q_halt target, and takes one optimizer step.
+uses "valid and optimal route" as the q_halt target, and takes one optimizer step. It comes in two
+halves, ``forward_loss`` and ``apply_update``, so that a loop over several ranks can agree on
+skipping a non-finite loss in between; ``train_step`` joins them for a single process.
 """
 
 from __future__ import annotations
 
 from contextlib import nullcontext
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 
@@ -28,6 +30,49 @@ def score(outputs: dict[str, torch.Tensor], data: dict[str, torch.Tensor],
         )
 
 
+def forward_loss(
+    model: HRM,
+    carry: HRMCarry,
+    batch: dict[str, torch.Tensor],
+    weights: PenaltyWeights,
+) -> tuple[HRMCarry, torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One ACT segment in training mode and its loss: the first half of a training step.
+
+    Returns the new carry, the loss (with its graph), the loss terms (detached scalars) and the
+    per-sample metrics of the samples the segment ran on.
+    """
+    model.train()
+    carry, outputs = model(carry, batch)
+    data = carry.current_data
+    metrics = score(outputs, data, carry.steps)
+    loss, logs = act_loss(outputs, data, metrics["optimal"].bool(), weights)
+    return carry, loss, logs, metrics
+
+
+def apply_update(
+    model: HRM,
+    loss: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    lr: float,
+    ema: Optional[EMA] = None,
+    grad_clip: Optional[float] = 1.0,
+) -> None:
+    """Backward, clipping and one optimizer step at ``lr``: the second half of a training step.
+
+    Under data parallelism every rank must call it or none (backward all-reduces gradients), so a
+    loop over several ranks agrees on skipping a non-finite loss before it gets here.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+    if ema is not None:
+        ema.update(model)
+
+
 def train_step(
     model: HRM,
     carry: HRMCarry,
@@ -37,39 +82,17 @@ def train_step(
     lr: float,
     ema: Optional[EMA] = None,
     grad_clip: Optional[float] = 1.0,
-    all_finite: Optional[Callable[[bool], bool]] = None,
-    force_nonfinite: bool = False,
 ) -> tuple[HRMCarry, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """One segment, loss, backward and optimizer step.
+    """One segment, loss, backward and optimizer step, in a single process.
 
     Returns the new carry, the loss terms (detached scalars) and the per-sample metrics of the
-    samples the step trained on. A non-finite loss skips the update (``logs["skipped"] = 1``);
-    under data parallelism ``all_finite`` turns the local verdict into the verdict of every rank,
-    so all ranks skip together (a lone skip would leave the others waiting in backward).
-    ``force_nonfinite`` (fault injection) turns the loss into NaN, so that path runs for real.
+    samples the step trained on. A non-finite loss skips the update (``logs["skipped"] = 1``).
     """
-    model.train()
-    carry, outputs = model(carry, batch)
-    data = carry.current_data
-    metrics = score(outputs, data, carry.steps)
-    loss, logs = act_loss(outputs, data, metrics["optimal"].bool(), weights)
-    if force_nonfinite:
-        loss = loss * float("nan")
-        logs["total"] = loss.detach().float()
-    optimizer.zero_grad(set_to_none=True)
+    carry, loss, logs, metrics = forward_loss(model, carry, batch, weights)
     finite = bool(torch.isfinite(loss))
-    if all_finite is not None:
-        finite = all_finite(finite)
     logs["skipped"] = torch.tensor(0.0 if finite else 1.0)
     if finite:
-        loss.backward()
-        if grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        optimizer.step()
-        if ema is not None:
-            ema.update(model)
+        apply_update(model, loss, optimizer, lr, ema, grad_clip)
     return carry, logs, metrics
 
 

@@ -20,7 +20,6 @@ from oracle.cli_errors import OneLineParser, UsageError, run_cli
 from oracle.spec import MAX_SIZE, MIN_SIZE, TaskSpec
 
 PROG = "python -m curriculum.evaluate"
-_EVALUATE = 5  # stream purpose id, distinct from training, replay and held-out streams
 COLUMNS = ("connectivity", "valid_route", "optimal", "exact", "valid", "excess", "cost_ratio", "act_steps")
 
 
@@ -47,14 +46,13 @@ def evaluate_checkpoint(path: Path, sizes: list[int], count: int, device: str = 
                         picture_dir: Optional[Path] = None, shown: int = 4) -> dict[int, dict[str, float]]:
     """Held-out metric means per size for the model in checkpoint ``path``."""
 
-    from curriculum.core.streams import stream_seed
+    from curriculum.core.streams import evaluation_tasks
     from routing.batch import task_tensors
     from hrm.ema import EMA
     from routing.metrics import means_from_sums
     from hrm.model import HRM
     from routing.training import evaluate, predict_tokens
     from oracle.dataset import select
-    from oracle.generator import generate_tasks
 
     saved = load_checkpoint(path, map_location=device)
     ema = None
@@ -67,7 +65,7 @@ def evaluate_checkpoint(path: Path, sizes: list[int], count: int, device: str = 
             ema.load_state_dict(saved["ema"])
     results = {}
     for size in sizes:
-        tasks = generate_tasks(spec_for_size(config, size), count, stream_seed(config.train.seed, _EVALUATE, 0, size))
+        tasks = evaluation_tasks(spec_for_size(config, size), config.train.seed, count)
         batches = [task_tensors(select(tasks, np.arange(i, min(i + 256, count))), device) for i in range(0, count, 256)]
         results[size] = means_from_sums(evaluate(model, batches, ema))
         if picture_dir is not None and shown:

@@ -5,11 +5,10 @@ Defaults live in one place, ``curriculum.core.presets``; these models only say w
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from curriculum.core.faults import FaultConfig
 from hrm.config import ModelConfig
 from routing.losses import PenaltyWeights
 from routing.metrics import METRIC_NAMES
@@ -174,7 +173,15 @@ class RunConfig(BaseModel):
     curriculum: CurriculumConfig
     scaling: ScalingConfig = Field(default_factory=ScalingConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
-    faults: FaultConfig = Field(default_factory=FaultConfig, description="Injected faults (tests); none by default.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _former_fields(cls, data: Any) -> Any:
+        # Configs saved before fault injection left the config hold an empty ``faults`` section; such
+        # runs still resume and their checkpoints still evaluate. Any other ``faults`` is refused.
+        if isinstance(data, dict) and data.get("faults") == {"nonfinite_loss_steps": []}:
+            data = {k: v for k, v in data.items() if k != "faults"}
+        return data
 
     @model_validator(mode="after")
     def _fits(self) -> "RunConfig":

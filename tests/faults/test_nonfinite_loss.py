@@ -1,18 +1,28 @@
 """A NaN loss is skipped and counted; too many in a row stop the run with a clear error and a last good
-checkpoint, from which the run resumes. The NaNs are injected with ``faults.nonfinite_loss_steps``."""
+checkpoint, from which the run resumes. The NaNs are injected by ``nonfinite_driver.py``, which runs the
+real CLI with the model's logits made NaN at chosen steps."""
 
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 from curriculum.adapters.checkpoint import load_checkpoint
+
+DRIVER = Path(__file__).with_name("nonfinite_driver.py")
+
+
+def run_with_nan_steps(runs, steps: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(DRIVER), steps, *args], capture_output=True, text=True, cwd=cwd,
+                          env=runs.env(), timeout=300)
 
 
 def test_nonfinite_steps_are_skipped_counted_and_a_streak_stops_the_run_at_a_good_checkpoint(runs, tmp_path):
     run_dir = tmp_path / "run"
-    streak = ",".join(str(step) for step in range(25, 61))
-    result = runs.run(["--preset", "smoke", "--backend", "local", "--run-dir", "run", *runs.ENDLESS,
-                       f"faults.nonfinite_loss_steps=[3,4,5,{streak}]", "train.max_skipped_steps=5"], tmp_path)
+    result = run_with_nan_steps(runs, "3,4,5,25-60", ["--preset", "smoke", "--backend", "local", "--run-dir", "run",
+                                                      *runs.ENDLESS, "train.max_skipped_steps=5"], tmp_path)
     # Steps 3-5 are skipped and the run goes on; steps 25-29 are five in a row: the run stops at step 29.
     assert result.returncode == 1, result.stderr[-3000:]
     error = result.stderr.strip().splitlines()[-1]  # above it, only MLflow's own notes on creating its tables
@@ -30,8 +40,7 @@ def test_nonfinite_steps_are_skipped_counted_and_a_streak_stops_the_run_at_a_goo
     assert skipped == {20: 3.0, 29: 8.0}
     assert math.isfinite(run.data.metrics["train/loss"]), "skipped steps stay out of the loss average"
 
-    resumed = runs.run(["--resume", "run", "--backend", "local", "faults.nonfinite_loss_steps=[]",
-                        "train.max_steps=40"], tmp_path)
+    resumed = runs.run(["--resume", "run", "--backend", "local", "train.max_steps=40"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resumed from {good} at step 20" in resumed.stdout
     _, run = runs.mlflow_run(run_dir)

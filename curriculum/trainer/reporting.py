@@ -1,0 +1,89 @@
+"""What an evaluation leaves behind outside the loop: the decisions file of every rank, and on rank 0
+the tracked metrics and tags, the console line and the route pictures; the run's timeline at its end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from curriculum.adapters.tracking import Tracker
+from curriculum.core.config import RunConfig
+from curriculum.core.evaluation import Evaluation
+from curriculum.core.scheduler import SchedulerState, Transition, curriculum_score
+from curriculum.trainer.learner import Learner
+from routing.training import predict_tokens
+
+
+def record_decision(run_dir: Path, rank: int, record: Evaluation) -> None:
+    """Every rank appends its own decision, so anyone can check that all ranks switched together."""
+    path = run_dir / "decisions" / f"rank-{rank}.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = {"step": record.step, "stage": record.stage, "next_stage": record.scheduler.stage,
+            "action": record.action.value}
+    with path.open("a") as handle:
+        handle.write(json.dumps(line) + "\n")
+
+
+def report_metrics(record: Evaluation, config: RunConfig) -> dict[str, Any]:
+    """What Ray Train (and a tuner) receives for an evaluation: progress, one score, the held-out means."""
+    stages = config.curriculum.stages
+    gate_value = record.current.get(stages[record.stage].gate.metric, float("nan"))
+    score = curriculum_score(record.scheduler, len(stages), gate_value, record.action)
+    return {"step": record.step, "stage": record.scheduler.stage, "status": record.scheduler.status,
+            "score": score, **record.eval_metrics}
+
+
+def log_evaluation(record: Evaluation, config: RunConfig, tracker: Tracker, say: Callable[[str], None]) -> None:
+    """Rank 0: the evaluation's metrics to the tracker, a console line, and the transition it decided."""
+    size = record.evaluated.size
+    means, train = record.current, record.train
+    metrics: dict[str, Any] = {name: v for name, v in record.eval_metrics.items() if math.isfinite(v)}
+    metrics.update(train)
+    metrics.update({"curriculum/stage": record.stage, "curriculum/grid_size": size,
+                    "perf/steps_per_s": record.lap.steps_per_s, "train/skipped_steps": record.skipped_steps})
+    tracker.log_metrics(metrics, record.step)
+    say(f"step {record.step:>6} | stage {record.stage} {size}x{size} | loss {train.get('train/loss', float('nan')):.3f}"
+        f" | conn {means['connectivity']:.3f} | valid_route {means['valid_route']:.3f}"
+        f" | optimal {means['optimal']:.3f} | excess {means['excess']:.2f} | {record.lap.steps_per_s:.2f} steps/s")
+    if record.transition is not None:
+        described = describe_transition(record.transition, config)
+        tracker.set_tags({f"curriculum.transition.{len(record.scheduler.transitions)}": described})
+        say(">>> " + described)
+
+
+def describe_transition(t: Transition, config: RunConfig) -> str:
+    stages = config.curriculum.stages
+    a, b = stages[t.from_stage].size, stages[t.to_stage].size
+    verb = {"promote": "promoted", "finish": "finished the curriculum", "back_off": "backed off",
+            "stall": "stalled"}[t.action.value]
+    where = (f"stage {t.from_stage} ({a}x{a}) -> stage {t.to_stage} ({b}x{b})" if t.from_stage != t.to_stage
+             else f"stage {t.from_stage} ({a}x{a})")
+    return f"step {t.step}: {verb}, {where}, {t.metric}={t.value:.3f}"
+
+
+def log_routes(record: Evaluation, learner: Learner, batch: dict[str, torch.Tensor], tracker: Tracker,
+               run_dir: Path, shown: int) -> None:
+    """Rank 0: a picture of the model's routes on the first ``shown`` tasks of the evaluated set."""
+    from curriculum.adapters.pictures import render_routes
+
+    part = {k: v[:shown] for k, v in batch.items()}
+    pred = predict_tokens(learner.model, part, learner.ema).cpu().numpy()
+    arrays = {k: v.cpu().numpy() for k, v in part.items()}
+    n = record.evaluated.size
+    path = render_routes(arrays["inputs"], arrays["labels"], pred, arrays["costs"], arrays["start"], arrays["end"],
+                         n, run_dir / "pictures" / f"routes-step{record.step:07d}.png",
+                         title=f"step {record.step}, stage {record.stage} ({n}x{n}): held-out routes")
+    tracker.log_artifact(path, "routes")
+
+
+def log_timeline(config: RunConfig, tracker: Tracker, run_dir: Path, scheduler: SchedulerState, step: int) -> None:
+    """Rank 0, at the end: the stages over the run's steps."""
+    from curriculum.adapters.pictures import render_timeline
+
+    path = render_timeline([t.model_dump(mode="json") for t in scheduler.transitions],
+                           [s.size for s in config.curriculum.stages], step, run_dir / "pictures" / "timeline.png")
+    tracker.log_artifact(path, "timeline")

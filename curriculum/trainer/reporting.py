@@ -13,7 +13,8 @@ import torch
 from curriculum.adapters.tracking import Tracker
 from curriculum.core.config import RunConfig
 from curriculum.core.evaluation import Evaluation
-from curriculum.core.scheduler import SchedulerState, Transition, curriculum_score
+from curriculum.core.scheduler import SchedulerState, curriculum_score
+from curriculum.core.transitions import describe_transition
 from curriculum.trainer.learner import Learner
 from routing.training import predict_tokens
 
@@ -50,19 +51,10 @@ def log_evaluation(record: Evaluation, config: RunConfig, tracker: Tracker, say:
         f" | conn {means['connectivity']:.3f} | valid_route {means['valid_route']:.3f}"
         f" | optimal {means['optimal']:.3f} | excess {means['excess']:.2f} | {record.lap.steps_per_s:.2f} steps/s")
     if record.transition is not None:
-        described = describe_transition(record.transition, config)
+        described = describe_transition(record.transition.model_dump(mode="json"),
+                                        [stage.size for stage in config.curriculum.stages])
         tracker.set_tags({f"curriculum.transition.{len(record.scheduler.transitions)}": described})
         say(">>> " + described)
-
-
-def describe_transition(t: Transition, config: RunConfig) -> str:
-    stages = config.curriculum.stages
-    a, b = stages[t.from_stage].size, stages[t.to_stage].size
-    verb = {"promote": "promoted", "finish": "finished the curriculum", "back_off": "backed off",
-            "stall": "stalled"}[t.action.value]
-    where = (f"stage {t.from_stage} ({a}x{a}) -> stage {t.to_stage} ({b}x{b})" if t.from_stage != t.to_stage
-             else f"stage {t.from_stage} ({a}x{a})")
-    return f"step {t.step}: {verb}, {where}, {t.metric}={t.value:.3f}"
 
 
 def log_routes(record: Evaluation, learner: Learner, batch: dict[str, torch.Tensor], tracker: Tracker,

@@ -20,15 +20,15 @@ from collections import deque
 import numpy as np
 import torch
 
-from routing.batch import task_tensors
 from hrm.config import model_preset
-from routing.losses import PenaltyWeights
-from routing.metrics import path_metrics
 from hrm.model import HRM, autocast_dtype, count_parameters
 from hrm.optimizer import AdamATan2
-from routing.training import train_step
 from oracle import TaskSpec, generate_tasks
 from oracle.vocab import PATH
+from routing.batch import task_tensors
+from routing.losses import PenaltyWeights
+from routing.metrics import path_metrics
+from routing.training import train_step
 
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}  # dense, SXM where it varies
 
@@ -56,15 +56,20 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def bench_training(preset: str, device: torch.device, batch: int, sizes: list[int], steps: int,
-                   cpu_dtype: str = "float32") -> dict[int, float]:
+def bench_training(
+    preset: str, device: torch.device, batch: int, sizes: list[int], steps: int, cpu_dtype: str = "float32"
+) -> dict[int, float]:
     torch.manual_seed(0)
     model = HRM(model_preset(preset, cpu_dtype=cpu_dtype)).to(device)
     optimizer = AdamATan2(model.parameters(), lr=1e-4)
-    print(f"{preset} preset: {count_parameters(model) / 1e6:.2f}M parameters on {device}, batch {batch}, "
-          f"matmuls in {str(autocast_dtype(model.config, device)).removeprefix('torch.')}")
-    peak = next((v for k, v in BF16_PEAK_TFLOPS.items() if device.type == "cuda"
-                 and k in torch.cuda.get_device_name(device)), None)
+    print(
+        f"{preset} preset: {count_parameters(model) / 1e6:.2f}M parameters on {device}, batch {batch}, "
+        f"matmuls in {str(autocast_dtype(model.config, device)).removeprefix('torch.')}"
+    )
+    peak = next(
+        (v for k, v in BF16_PEAK_TFLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name(device)),
+        None,
+    )
     print(f"{'N':>3} | {'ms/step':>8} | {'samples/s':>10} | {'tokens/s':>11} | {'TFLOP/s':>8} | {'% bf16 peak':>11}")
     times = {}
     for n in sizes:
@@ -81,7 +86,10 @@ def bench_training(preset: str, device: torch.device, batch: int, sizes: list[in
         times[n] = dt
         tflops = step_flops(model, batch, n * n) / dt / 1e12
         share = f"{100 * tflops / peak:>10.1f}%" if peak else f"{'n/a':>11}"
-        print(f"{n:>3} | {dt * 1e3:>8.1f} | {batch / dt:>10,.0f} | {batch * n * n / dt:>11,.0f} | {tflops:>8.2f} | {share}")
+        print(
+            f"{n:>3} | {dt * 1e3:>8.1f} | {batch / dt:>10,.0f} | {batch * n * n / dt:>11,.0f} | "
+            f"{tflops:>8.2f} | {share}"
+        )
     if 10 in times and 40 in times:
         print(f"10x10 step / 40x40 step = 1/{times[40] / times[10]:.1f}")
     return times
@@ -138,9 +146,11 @@ def bench_metrics(device: torch.device, count: int = 256, n: int = 40, repeats: 
     loop = [bfs_connected(allowed_np[i], int(tasks.start[i]), int(tasks.end[i]), n) for i in range(count)]
     numpy_loop = time.perf_counter() - t0
     assert np.array_equal(ours, np.array(loop))
-    print(f"metrics on {count} tasks at {n}x{n} ({device}): every metric batched {batched * 1e3:.1f} ms | "
-          f"per-sample BFS on the tensor (connectivity only) {tensor_loop * 1e3:.0f} ms = {tensor_loop / batched:.0f}x | "
-          f"per-sample BFS on a numpy copy {numpy_loop * 1e3:.0f} ms = {numpy_loop / batched:.1f}x")
+    print(
+        f"metrics on {count} tasks at {n}x{n} ({device}): every metric batched {batched * 1e3:.1f} ms | "
+        f"per-sample BFS on the tensor (connectivity only) {tensor_loop * 1e3:.0f} ms = {tensor_loop / batched:.0f}x | "
+        f"per-sample BFS on a numpy copy {numpy_loop * 1e3:.0f} ms = {numpy_loop / batched:.1f}x"
+    )
 
 
 def main() -> None:
@@ -149,16 +159,22 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=None, help="samples per step (default 32 on CPU, 256 on CUDA)")
     parser.add_argument("--sizes", default="10,20,30,40")
-    parser.add_argument("--cpu-dtype", default="float32", choices=["float32", "bfloat16", "auto"],
-                        help="model.cpu_dtype: autocast dtype on a CPU (auto = bfloat16 where the CPU has it natively)")
+    parser.add_argument(
+        "--cpu-dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "auto"],
+        help="model.cpu_dtype: autocast dtype on a CPU (auto = bfloat16 where the CPU has it natively)",
+    )
     parser.add_argument("--steps", type=int, default=None, help="timed steps per size (default 3 CPU, 20 CUDA)")
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     batch = args.batch or (256 if cuda else 32)
     steps = args.steps or (20 if cuda else 3)
-    print(f"torch {torch.__version__}, device {torch.cuda.get_device_name(device) if cuda else 'cpu'}, "
-          f"{torch.get_num_threads()} CPU threads")
+    print(
+        f"torch {torch.__version__}, device {torch.cuda.get_device_name(device) if cuda else 'cpu'}, "
+        f"{torch.get_num_threads()} CPU threads"
+    )
     bench_training(args.preset, device, batch, [int(s) for s in args.sizes.split(",")], steps, args.cpu_dtype)
     bench_metrics(device)
 

@@ -64,8 +64,9 @@ def stage_arrivals(outcome: dict, sizes: list[int]) -> dict[int, tuple[int, floa
     """
     arrivals = {sizes[0]: (0, 0.0)}
     step, seconds = 0, 0.0
-    for transition, visit_steps, visit_seconds in zip(outcome["transitions"], outcome["stage_steps"],
-                                                      outcome["stage_seconds"]):
+    for transition, visit_steps, visit_seconds in zip(
+        outcome["transitions"], outcome["stage_steps"], outcome["stage_seconds"]
+    ):
         step, seconds = step + visit_steps, seconds + visit_seconds
         if transition["action"] == "promote":
             arrivals.setdefault(sizes[transition["to_stage"]], (step, seconds / 60.0))
@@ -73,13 +74,16 @@ def stage_arrivals(outcome: dict, sizes: list[int]) -> dict[int, tuple[int, floa
 
 
 def markdown_table(results: dict[int, dict[str, float]], arrivals: dict[int, tuple[int, float]]) -> str:
-    lines = ["| grid | " + " | ".join(COLUMNS) + " | stage reached at step | minutes |",
-             "| --- | " + " | ".join("---" for _ in COLUMNS) + " | --- | --- |"]
+    lines = [
+        "| grid | " + " | ".join(COLUMNS) + " | stage reached at step | minutes |",
+        "| --- | " + " | ".join("---" for _ in COLUMNS) + " | --- | --- |",
+    ]
     for size, means in results.items():
         step, minutes = arrivals.get(size, (None, None))
         reached = ("—", "—") if step is None else (f"{step:,}", f"{minutes:.1f}")
-        lines.append(f"| {size}×{size} | " + " | ".join(f"{means[c]:.3f}" for c in COLUMNS)
-                     + f" | {reached[0]} | {reached[1]} |")
+        lines.append(
+            f"| {size}×{size} | " + " | ".join(f"{means[c]:.3f}" for c in COLUMNS) + f" | {reached[0]} | {reached[1]} |"
+        )
     return "\n".join(lines)
 
 
@@ -89,8 +93,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--variant", default="curriculum", choices=VARIANTS)
     parser.add_argument("--minutes", type=float, default=30.0, help="training budget (train.max_minutes)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--backend", default="local", choices=("local", "ray"),
-                        help="local: in-process (no Ray needed); ray: Ray Train workers, as the main job runs")
+    parser.add_argument(
+        "--backend",
+        default="local",
+        choices=("local", "ray"),
+        help="local: in-process (no Ray needed); ray: Ray Train workers, as the main job runs",
+    )
     parser.add_argument("--count", type=int, default=512, help="held-out tasks per grid size")
     parser.add_argument("--sizes", default="10,20,30,40")
     parser.add_argument("--run-dir", type=Path, help="default runs/learning-<preset>-<variant>-<time>")
@@ -98,9 +106,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
 
     run_dir = args.run_dir or Path("runs") / f"learning-{args.preset}-{args.variant}-{time.strftime('%Y%m%d-%H%M%S')}"
-    command = [sys.executable, "-m", "curriculum.run", "--backend", args.backend, "--preset", args.preset,
-               "--run-dir", str(run_dir), f"train.max_minutes={args.minutes:g}", f"train.device={args.device}",
-               *variant_overrides(args.preset, args.variant), *args.overrides]
+    command = [
+        sys.executable,
+        "-m",
+        "curriculum.run",
+        "--backend",
+        args.backend,
+        "--preset",
+        args.preset,
+        "--run-dir",
+        str(run_dir),
+        f"train.max_minutes={args.minutes:g}",
+        f"train.device={args.device}",
+        *variant_overrides(args.preset, args.variant),
+        *args.overrides,
+    ]
     print("$ " + " ".join(command), flush=True)
     started = time.perf_counter()
     finished = subprocess.run(command)
@@ -116,20 +136,34 @@ def main(argv: Optional[list[str]] = None) -> int:
     config = json.loads((run_dir / "config.json").read_text())
     ladder = [stage["size"] for stage in config["curriculum"]["stages"]]
     sizes = [int(s) for s in args.sizes.split(",")]
-    results = evaluate_checkpoint(latest_checkpoint(run_dir / "checkpoints"), sizes, args.count, args.device,
-                                  run_dir / "pictures")
+    results = evaluate_checkpoint(
+        latest_checkpoint(run_dir / "checkpoints"), sizes, args.count, args.device, run_dir / "pictures"
+    )
     arrivals = stage_arrivals(outcome, ladder)
     table = markdown_table(results, arrivals)
-    print(f"\n{args.preset} / {args.variant}: {outcome['outcome']} at step {outcome['step']:,}, stage "
-          f"{outcome['stage']} ({ladder[outcome['stage']]}×{ladder[outcome['stage']]}), "
-          f"{wall / 60:.1f} min wall, {args.count} held-out tasks per size on {args.device}")
+    print(
+        f"\n{args.preset} / {args.variant}: {outcome['outcome']} at step {outcome['step']:,}, stage "
+        f"{outcome['stage']} ({ladder[outcome['stage']]}×{ladder[outcome['stage']]}), "
+        f"{wall / 60:.1f} min wall, {args.count} held-out tasks per size on {args.device}"
+    )
     print(table)
-    (run_dir / "learning.json").write_text(json.dumps({
-        "preset": args.preset, "variant": args.variant, "minutes": args.minutes, "device": args.device,
-        "command": command, "wall_seconds": wall, "outcome": outcome,
-        "heldout": {str(k): v for k, v in results.items()},
-        "arrivals": {str(k): list(v) for k, v in arrivals.items()}, "table": table,
-    }, indent=2))
+    (run_dir / "learning.json").write_text(
+        json.dumps(
+            {
+                "preset": args.preset,
+                "variant": args.variant,
+                "minutes": args.minutes,
+                "device": args.device,
+                "command": command,
+                "wall_seconds": wall,
+                "outcome": outcome,
+                "heldout": {str(k): v for k, v in results.items()},
+                "arrivals": {str(k): list(v) for k, v in arrivals.items()},
+                "table": table,
+            },
+            indent=2,
+        )
+    )
     print(f"pictures: {run_dir / 'pictures'}; numbers: {run_dir / 'learning.json'}")
     return 0
 

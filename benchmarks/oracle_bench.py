@@ -78,8 +78,10 @@ def main() -> None:
     args = parser.parse_args()
     all_threads = numba.config.NUMBA_NUM_THREADS
     print(f"numba {numba.__version__}, {all_threads} threads available")
-    print(f"{'N':>3} | {'gen+solve 1 thr':>16} | {f'gen+solve {all_threads} thr':>16} | "
-          f"{'A* µs/solve':>11} | {'SciPy Dijkstra µs':>17}")
+    print(
+        f"{'N':>3} | {'gen+solve 1 thr':>16} | {f'gen+solve {all_threads} thr':>16} | "
+        f"{'A* µs/solve':>11} | {'SciPy Dijkstra µs':>17}"
+    )
     for size in (int(s) for s in args.sizes.split(",")):
         spec = TaskSpec(size=size)
         one = tasks_per_second(spec, args.count, 1)

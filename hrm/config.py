@@ -57,9 +57,7 @@ class ModelConfig(BaseModel):
     ema_decay: float | None = Field(
         None, gt=0.0, lt=1.0, description="Decay of the exponential moving average of weights (TRM); None = off."
     )
-    forward_dtype: Literal["bfloat16", "float16", "float32"] = Field(
-        "bfloat16", description="Autocast dtype on CUDA."
-    )
+    forward_dtype: Literal["bfloat16", "float16", "float32"] = Field("bfloat16", description="Autocast dtype on CUDA.")
     cpu_dtype: Literal["auto", "bfloat16", "float32"] = Field(
         "float32",
         description="Autocast dtype on a CPU. auto = bfloat16 where the CPU multiplies bfloat16 natively "
@@ -88,7 +86,7 @@ class ModelConfig(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _check_shapes(self) -> "ModelConfig":
+    def _check_shapes(self) -> ModelConfig:
         if self.hidden_size % self.num_heads != 0:
             raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
         head_dim = self.hidden_size // self.num_heads

@@ -228,8 +228,9 @@ class HRM(nn.Module):
                     torch.where(last, next_halt, torch.maximum(next_halt, next_continue))
                 )
 
-        new_carry = HRMCarry(z_h=z_h, z_l=z_l, steps=steps.to(torch.int32), halted=new_halted, min_steps=min_steps,
-                             current_data=data)
+        new_carry = HRMCarry(
+            z_h=z_h, z_l=z_l, steps=steps.to(torch.int32), halted=new_halted, min_steps=min_steps, current_data=data
+        )
         return new_carry, outputs
 
     @torch.no_grad()
@@ -250,8 +251,9 @@ class HRM(nn.Module):
     def describe(self) -> str:
         """One line for logs and CLIs."""
         c = self.config
-        grad = {"one_step": "one-step grad", "last_h_cycle": "grad through the last H-cycle",
-                "full": "full backprop"}[c.backprop]
+        grad = {"one_step": "one-step grad", "last_h_cycle": "grad through the last H-cycle", "full": "full backprop"}[
+            c.backprop
+        ]
         return (
             f"HRM {count_parameters(self) / 1e6:.2f}M params | D={c.hidden_size} heads={c.num_heads} | "
             f"H {c.h_layers} blocks x {c.h_cycles} cycles, L {c.l_layers} blocks x {c.l_cycles} cycles | "

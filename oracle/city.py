@@ -69,8 +69,9 @@ def _side_streets(st, n, side_share, across, along, terrain, transpose):
 
 
 @njit(cache=True)
-def draw_city(st, n, gap_lo, gap_hi, avenue_share, side_share, park_density, park_lo, park_hi,
-              is_major_row, is_major_col, terrain):
+def draw_city(
+    st, n, gap_lo, gap_hi, avenue_share, side_share, park_density, park_lo, park_hi, is_major_row, is_major_col, terrain
+):
     """Fill ``terrain`` (uint8[n*n]) with a fresh random city."""
     terrain[:] = OBSTACLE
     _mark_major_lines(st, n, gap_lo, gap_hi, avenue_share, is_major_row)

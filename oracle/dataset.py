@@ -17,9 +17,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 
@@ -66,8 +67,14 @@ class DatasetSplit:
         return TaskBatch(size=self.size, inputs=self.inputs, labels=self.labels, **self.sidecars)
 
 
-def draw_splits(spec: TaskSpec, count: int, seed: int, test_fraction: float,
-                progress: Optional[Callable[[int], None]] = None, block: int = 8192) -> tuple[TaskBatch, TaskBatch]:
+def draw_splits(
+    spec: TaskSpec,
+    count: int,
+    seed: int,
+    test_fraction: float,
+    progress: Optional[Callable[[int], None]] = None,
+    block: int = 8192,
+) -> tuple[TaskBatch, TaskBatch]:
     """Train and test tasks from disjoint task streams; test inputs never repeat a training input."""
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
@@ -118,7 +125,9 @@ def select(batch: TaskBatch, index: np.ndarray) -> TaskBatch:
 
 def concat(batches: list[TaskBatch]) -> TaskBatch:
     """Tasks of several same-size batches, in order."""
-    return TaskBatch(size=batches[0].size, **{k: np.concatenate([getattr(b, k) for b in batches]) for k in _ARRAY_FIELDS})
+    return TaskBatch(
+        size=batches[0].size, **{k: np.concatenate([getattr(b, k) for b in batches]) for k in _ARRAY_FIELDS}
+    )
 
 
 def _empty_like(batch: TaskBatch) -> TaskBatch:
@@ -191,8 +200,9 @@ def check_writable_target(out_dir: Path, overwrite: bool) -> None:
         raise OSError(f"--out {out_dir}: directory {parent} is not writable")
 
 
-def save_dataset(out_dir: Path, train: TaskBatch, test: TaskBatch, spec: TaskSpec, seed: int,
-                 overwrite: bool = False) -> Path:
+def save_dataset(
+    out_dir: Path, train: TaskBatch, test: TaskBatch, spec: TaskSpec, seed: int, overwrite: bool = False
+) -> Path:
     """Write both splits atomically to ``out_dir``; returns the final path."""
     out_dir = Path(out_dir)
     check_writable_target(out_dir, overwrite)
@@ -253,26 +263,45 @@ def _fail_unless(condition: bool, path: Path, problem: str) -> None:
 def _check_hrm_arrays(directory: Path, arrays: dict[str, np.ndarray], metadata: dict) -> None:
     """Shapes, dtypes and index structure of HRM's files, so a damaged file is named before it is used."""
     inputs, labels = arrays["inputs"], arrays["labels"]
-    _fail_unless(inputs.ndim == 2 and inputs.dtype.kind in "iu", _file(directory, "inputs"),
-                 f"must be a 2-D integer array [examples, cells], got {inputs.dtype} {inputs.shape}")
-    _fail_unless(labels.shape == inputs.shape and labels.dtype.kind in "iu", _file(directory, "labels"),
-                 f"has {labels.dtype} {labels.shape}, expected integers shaped like all__inputs.npy {inputs.shape}")
+    _fail_unless(
+        inputs.ndim == 2 and inputs.dtype.kind in "iu",
+        _file(directory, "inputs"),
+        f"must be a 2-D integer array [examples, cells], got {inputs.dtype} {inputs.shape}",
+    )
+    _fail_unless(
+        labels.shape == inputs.shape and labels.dtype.kind in "iu",
+        _file(directory, "labels"),
+        f"has {labels.dtype} {labels.shape}, expected integers shaped like all__inputs.npy {inputs.shape}",
+    )
     seq_len = metadata.get("seq_len")
-    _fail_unless(seq_len is None or inputs.shape[1] == seq_len, _file(directory, "inputs"),
-                 f"rows have {inputs.shape[1]} cells, dataset.json says seq_len {seq_len}")
+    _fail_unless(
+        seq_len is None or inputs.shape[1] == seq_len,
+        _file(directory, "inputs"),
+        f"rows have {inputs.shape[1]} cells, dataset.json says seq_len {seq_len}",
+    )
     # HRM's layout: puzzle p holds examples puzzle_indices[p]:puzzle_indices[p+1]; group g holds puzzles
     # group_indices[g]:group_indices[g+1].
     _check_index(directory, "puzzle_indices", arrays["puzzle_indices"], len(inputs))
     puzzles = len(arrays["puzzle_indices"]) - 1
-    _fail_unless(arrays["puzzle_identifiers"].shape == (puzzles,), _file(directory, "puzzle_identifiers"),
-                 f"has shape {arrays['puzzle_identifiers'].shape}, expected ({puzzles},)")
+    _fail_unless(
+        arrays["puzzle_identifiers"].shape == (puzzles,),
+        _file(directory, "puzzle_identifiers"),
+        f"has shape {arrays['puzzle_identifiers'].shape}, expected ({puzzles},)",
+    )
     _check_index(directory, "group_indices", arrays["group_indices"], puzzles)
 
 
 def _check_index(directory: Path, name: str, index: np.ndarray, ends_at: int) -> None:
-    _fail_unless(index.ndim == 1 and index.dtype.kind in "iu" and len(index) >= 1 and index[0] == 0
-                 and index[-1] == ends_at and bool(np.all(np.diff(index) >= 0)), _file(directory, name),
-                 f"must rise from 0 to {ends_at} (got {index.dtype} {index.shape})")
+    _fail_unless(
+        index.ndim == 1
+        and index.dtype.kind in "iu"
+        and len(index) >= 1
+        and index[0] == 0
+        and index[-1] == ends_at
+        and bool(np.all(np.diff(index) >= 0)),
+        _file(directory, name),
+        f"must rise from 0 to {ends_at} (got {index.dtype} {index.shape})",
+    )
 
 
 def _load_sidecars(directory: Path, n: int, cells: int) -> dict[str, np.ndarray]:
@@ -284,8 +313,11 @@ def _load_sidecars(directory: Path, n: int, cells: int) -> dict[str, np.ndarray]
             array = _load_npy(path)
             want = (n, cells) if name == "costs" else (n,)
             kinds = "f" if name in ("costs", "optimal_cost") else "iu"
-            _fail_unless(array.shape == want and array.dtype.kind in kinds, path,
-                         f"has {array.dtype} {array.shape}, expected {'float' if kinds == 'f' else 'integer'} {want}")
+            _fail_unless(
+                array.shape == want and array.dtype.kind in kinds,
+                path,
+                f"has {array.dtype} {array.shape}, expected {'float' if kinds == 'f' else 'integer'} {want}",
+            )
             if name in ("start", "end"):
                 _fail_unless(bool(np.all((array >= 0) & (array < cells))), path, f"holds cells outside 0..{cells - 1}")
             sidecars[name] = array

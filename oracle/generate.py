@@ -84,8 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
         bar = tqdm(total=args.count, unit="task", desc=f"{spec.size}x{spec.size}", file=sys.stderr)
     try:
-        train, test = draw_splits(spec, args.count, args.seed, args.test_fraction,
-                                  progress=bar.update if bar else None)
+        train, test = draw_splits(spec, args.count, args.seed, args.test_fraction, progress=bar.update if bar else None)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     finally:
@@ -96,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         raise UsageError(f"cannot write --out {args.out}: {exc}") from None
     elapsed = time.perf_counter() - started
-    print(f"wrote {out}: {len(train)} train + {len(test)} test tasks on {spec.size}x{spec.size} "
-          f"(seed {args.seed}) in {elapsed:.1f}s")
+    print(
+        f"wrote {out}: {len(train)} train + {len(test)} test tasks on {spec.size}x{spec.size} "
+        f"(seed {args.seed}) in {elapsed:.1f}s"
+    )
     return 0
 
 
@@ -105,8 +106,10 @@ def entry_point() -> NoReturn:
     """``hrm-oracle generate [ARGS]``: the installed form of ``python -m oracle.generate``."""
     args = sys.argv[1:]
     if args[:1] != ["generate"]:
-        print("usage: hrm-oracle generate [ARGS ...]  (hrm-oracle generate --help for the options)",
-              file=sys.stderr if args[:1] not in ([], ["-h"], ["--help"]) else sys.stdout)
+        print(
+            "usage: hrm-oracle generate [ARGS ...]  (hrm-oracle generate --help for the options)",
+            file=sys.stderr if args[:1] not in ([], ["-h"], ["--help"]) else sys.stdout,
+        )
         sys.exit(0 if args[:1] in (["-h"], ["--help"]) else USAGE_EXIT)
     run_cli(lambda: main(args[1:]), PROG)
 

@@ -97,9 +97,32 @@ def _draw_endpoints(st, n, dmin, dmax, enterable, m):
 
 
 @njit(cache=True, parallel=True)
-def _generate_kernel(seed, first_index, n, dmin, dmax, traffic_scale, vehicle_cum, gap_lo, gap_hi,
-                     avenue_share, side_share, park_density, park_lo, park_hi, max_attempts,
-                     inputs, labels, costs, starts, ends, vehicles, optimal, hours, attempts):
+def _generate_kernel(
+    seed,
+    first_index,
+    n,
+    dmin,
+    dmax,
+    traffic_scale,
+    vehicle_cum,
+    gap_lo,
+    gap_hi,
+    avenue_share,
+    side_share,
+    park_density,
+    park_lo,
+    park_hi,
+    max_attempts,
+    inputs,
+    labels,
+    costs,
+    starts,
+    ends,
+    vehicles,
+    optimal,
+    hours,
+    attempts,
+):
     count = inputs.shape[0]
     cells = n * n
     chunks = (count + CHUNK - 1) // CHUNK
@@ -120,8 +143,20 @@ def _generate_kernel(seed, first_index, n, dmin, dmax, traffic_scale, vehicle_cu
                 vehicle += 1
             attempts[i] = -1
             for attempt in range(max_attempts):
-                draw_city(st, n, gap_lo, gap_hi, avenue_share, side_share, park_density, park_lo, park_hi,
-                          is_major_row, is_major_col, terrain)
+                draw_city(
+                    st,
+                    n,
+                    gap_lo,
+                    gap_hi,
+                    avenue_share,
+                    side_share,
+                    park_density,
+                    park_lo,
+                    park_hi,
+                    is_major_row,
+                    is_major_col,
+                    terrain,
+                )
                 hour = draw_traffic(st, n, terrain, traffic_scale, traffic)
                 m = _build_costs(terrain, traffic, vehicle, cost, enterable)
                 if m < 2:
@@ -182,11 +217,30 @@ def generate_tasks(spec: TaskSpec, count: int, seed: int, first_index: int = 0) 
     )
     attempts = np.zeros(count, np.int32)
     _generate_kernel(
-        np.uint64(seed), np.uint64(first_index), n, spec.resolved_min_distance, spec.resolved_max_distance,
-        float(spec.traffic_scale), vehicle_cum, gap_lo, gap_hi, float(spec.avenue_share),
-        float(spec.side_street_share), float(spec.obstacle_density), park_lo, park_hi, MAX_ATTEMPTS,
-        batch.inputs, batch.labels, batch.costs, batch.start, batch.end, batch.vehicle,
-        batch.optimal_cost, batch.hour, attempts,
+        np.uint64(seed),
+        np.uint64(first_index),
+        n,
+        spec.resolved_min_distance,
+        spec.resolved_max_distance,
+        float(spec.traffic_scale),
+        vehicle_cum,
+        gap_lo,
+        gap_hi,
+        float(spec.avenue_share),
+        float(spec.side_street_share),
+        float(spec.obstacle_density),
+        park_lo,
+        park_hi,
+        MAX_ATTEMPTS,
+        batch.inputs,
+        batch.labels,
+        batch.costs,
+        batch.start,
+        batch.end,
+        batch.vehicle,
+        batch.optimal_cost,
+        batch.hour,
+        attempts,
     )
     failed = np.flatnonzero(attempts < 0)
     if failed.size:

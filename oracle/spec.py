@@ -52,14 +52,17 @@ class TaskSpec(BaseModel):
         description="Share of the city's area covered by parks laid over the street plan.",
     )
     avenue_share: float = Field(
-        default=0.4, ge=0.0, le=1.0, description="Probability that a major line is a 2-wide avenue rather than a street."
+        default=0.4,
+        ge=0.0,
+        le=1.0,
+        description="Probability that a major line is a 2-wide avenue rather than a street.",
     )
     side_street_share: float = Field(
         default=0.6, ge=0.0, le=1.0, description="Probability that a block segment gets a small side street."
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "TaskSpec":
+    def _check(self) -> TaskSpec:
         if any(w < 0 for w in self.vehicle_mix) or sum(self.vehicle_mix) <= 0:
             raise ValueError(f"vehicle_mix must be non-negative weights, not all zero (got {list(self.vehicle_mix)})")
         largest = 2 * (self.size - 1)

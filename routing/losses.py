@@ -32,26 +32,31 @@ class PenaltyWeights(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     path_class: float = Field(
-        1.0, ge=0.0, description="Extra cross-entropy on cells labelled PATH (mean over those cells): "
-        "route cells are ~3% of a grid, so plain CE barely sees them."
+        1.0,
+        ge=0.0,
+        description="Extra cross-entropy on cells labelled PATH (mean over those cells): "
+        "route cells are ~3% of a grid, so plain CE barely sees them.",
     )
     sparsity: float = Field(0.5, ge=0.0, description="Mean predicted path probability on cells not on the label route.")
     budget: float = Field(
-        0.1, ge=0.0,
+        0.1,
+        ge=0.0,
         description="Squared relative error between the expected number of path cells and the label route's length.",
     )
     coverage: float = Field(
-        0.5, ge=0.0,
+        0.5,
+        ge=0.0,
         description="Expected number of predicted path cells the vehicle may not enter, per label route cell.",
     )
     connectivity: float = Field(
-        0.05, ge=0.0,
+        0.05,
+        ge=0.0,
         description="-log of the most probable legal start->end chain of path cells, per label route cell "
         f"(capped at {CONNECTIVITY_CAP:g}).",
     )
 
     @classmethod
-    def off(cls) -> "PenaltyWeights":
+    def off(cls) -> PenaltyWeights:
         """All penalties off: the HRM paper's loss."""
         return cls(**{name: 0.0 for name in PENALTY_TERMS})
 
@@ -196,4 +201,3 @@ def act_loss(
     logs = {k: v.detach().float() for k, v in logs.items()}
     logs["total"] = total.detach().float()
     return total, logs
-

@@ -33,8 +33,17 @@ from oracle.vocab import PATH
 
 VALID_ROUTE_MAX_EXCESS = 1.5
 METRIC_NAMES = (
-    "path_ratio", "excess", "valid", "connectivity", "valid_route", "cost_ratio",
-    "optimal", "exact", "path_f1", "q_halt_accuracy", "act_steps",
+    "path_ratio",
+    "excess",
+    "valid",
+    "connectivity",
+    "valid_route",
+    "cost_ratio",
+    "optimal",
+    "exact",
+    "path_f1",
+    "q_halt_accuracy",
+    "act_steps",
 )
 # cost_ratio averages over connected samples only; every other metric over all samples.
 _CONNECTED_ONLY = ("cost_ratio",)
@@ -54,8 +63,9 @@ def _backward_scan(dist: torch.Tensor, exclusive: torch.Tensor) -> torch.Tensor:
     return torch.flip(torch.cummin(flipped, dim=-1).values, dims=(-1,)) - exclusive
 
 
-def _sweep(dist: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor],
-           cols: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+def _sweep(
+    dist: torch.Tensor, rows: tuple[torch.Tensor, torch.Tensor], cols: tuple[torch.Tensor, torch.Tensor]
+) -> torch.Tensor:
     """Rows both ways, then columns both ways (columns on a transposed, contiguous copy).
 
     ``rows``/``cols``: (inclusive, exclusive) prefix sums of entry costs along each layout's last dim.
@@ -103,8 +113,9 @@ def route_costs_inside(allowed: torch.Tensor, costs: torch.Tensor, start: torch.
     return torch.where(dist >= _BLOCKED, float("inf"), dist)
 
 
-def inside_route_cost(allowed: torch.Tensor, costs: torch.Tensor, start: torch.Tensor,
-                      end: torch.Tensor) -> torch.Tensor:
+def inside_route_cost(
+    allowed: torch.Tensor, costs: torch.Tensor, start: torch.Tensor, end: torch.Tensor
+) -> torch.Tensor:
     """Cheapest start->end route cost inside ``allowed`` cells per sample (+inf if none), float32 [B].
 
     On CUDA: the tensor sweeps of ``route_costs_inside``. On CPU the same numbers come from the
@@ -145,7 +156,8 @@ def path_metrics(
     excess = n_pred / n_label.clamp(min=1)
     all_legal = n_legal == n_pred
     mask_cost = torch.where(pred_path & legal_cell, costs.float(), 0.0).sum(1) - torch.where(
-        pred_path[rows, start] & legal_cell[rows, start], costs[rows, start].float(), 0.0)
+        pred_path[rows, start] & legal_cell[rows, start], costs[rows, start].float(), 0.0
+    )
     optimal = connected & all_legal & (mask_cost == optimal_cost.float())
     true_pos = (pred_path & label_path).sum(1).float()
     f1 = 2 * true_pos / (n_pred + n_label).clamp(min=1)

@@ -15,18 +15,25 @@ from typing import Optional
 import torch
 
 from hrm.ema import EMA
+from hrm.model import HRM, HRMCarry
 from routing.losses import PenaltyWeights, act_loss
 from routing.metrics import metric_sums, path_metrics
-from hrm.model import HRM, HRMCarry
 
 
-def score(outputs: dict[str, torch.Tensor], data: dict[str, torch.Tensor],
-          steps: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
+def score(
+    outputs: dict[str, torch.Tensor], data: dict[str, torch.Tensor], steps: Optional[torch.Tensor] = None
+) -> dict[str, torch.Tensor]:
     """Per-sample path metrics of the model's argmax prediction for ``data``."""
     with torch.no_grad():
         return path_metrics(
-            outputs["logits"].argmax(-1), data["labels"], data["costs"], data["start"], data["end"],
-            data["optimal_cost"], q_halt_logits=outputs["q_halt_logits"], steps=steps,
+            outputs["logits"].argmax(-1),
+            data["labels"],
+            data["costs"],
+            data["start"],
+            data["end"],
+            data["optimal_cost"],
+            q_halt_logits=outputs["q_halt_logits"],
+            steps=steps,
         )
 
 

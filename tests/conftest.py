@@ -86,16 +86,27 @@ def free_port() -> int:
 
 def ray_env() -> dict:
     # Token auth off (test cluster only); no 30 s drain on SIGTERM, so stopping a node is quick.
-    return dict(os.environ, RAY_AUTH_MODE="disabled", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0",
-                PYTHONUNBUFFERED="1")
+    return dict(os.environ, RAY_AUTH_MODE="disabled", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0", PYTHONUNBUFFERED="1")
 
 
 def start_node(args: list[str], temp: Path, log: Path, cpus: int = 1) -> subprocess.Popen:
     """A Ray node in the foreground (``--block``) with ``cpus`` CPUs, ports and temp dir of its own."""
-    command = ["ray", "start", "--block", "--num-cpus", str(cpus), "--num-gpus", "0", "--disable-usage-stats",
-               f"--temp-dir={temp}", f"--dashboard-agent-listen-port={free_port()}",
-               f"--dashboard-agent-grpc-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-               f"--metrics-export-port={free_port()}", *args]
+    command = [
+        "ray",
+        "start",
+        "--block",
+        "--num-cpus",
+        str(cpus),
+        "--num-gpus",
+        "0",
+        "--disable-usage-stats",
+        f"--temp-dir={temp}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        *args,
+    ]
     with log.open("w") as out:  # the node keeps its own copy of the descriptor
         return subprocess.Popen(command, env=ray_env(), stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -155,8 +166,18 @@ def ray_head(ray_nodes, tmp_path_factory) -> RayHead:
     port = ray_nodes.free_port()
     address = f"127.0.0.1:{port}"
     log = tmp_path_factory.mktemp("ray") / "head.log"
-    head = ray_nodes.start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                            f"--dashboard-port={ray_nodes.free_port()}"], short / "h", log, cpus=2)
+    head = ray_nodes.start(
+        [
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=false",
+            f"--dashboard-port={ray_nodes.free_port()}",
+        ],
+        short / "h",
+        log,
+        cpus=2,
+    )
     try:
         ray_nodes.wait(address, 1, [head], [log])
         yield RayHead(address, head)
@@ -175,9 +196,26 @@ def start_mlflow_server(db: Path, port: int, log: Path) -> subprocess.Popen:
     """``mlflow server`` on 127.0.0.1 (never all interfaces) with its runs in the SQLite file ``db``."""
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")  # no background job workers
     return subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log.open("w"), stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=db.parent)
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{db}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+        cwd=db.parent,
+    )
 
 
 def wait_for_mlflow_server(proc: subprocess.Popen, port: int, log: Path, limit_s: float = 45.0) -> None:
@@ -209,5 +247,6 @@ def stop_mlflow_server(proc: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def mlflow_server() -> SimpleNamespace:
     """Start, await and stop real ``mlflow server`` processes."""
-    return SimpleNamespace(free_port=free_port, start=start_mlflow_server, wait=wait_for_mlflow_server,
-                           stop=stop_mlflow_server)
+    return SimpleNamespace(
+        free_port=free_port, start=start_mlflow_server, wait=wait_for_mlflow_server, stop=stop_mlflow_server
+    )

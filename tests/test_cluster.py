@@ -52,6 +52,7 @@ def offline(monkeypatch):
 
 # ---------------------------------------------------------------- cluster.yaml
 
+
 def test_cluster_yaml_passes_ray_validation_offline(offline):
     prepared = ray_up_checks(load_cluster())
     assert prepared["provider"]["type"] == "aws"
@@ -72,21 +73,33 @@ def test_cluster_yaml_passes_ray_validation_offline(offline):
 
 def test_cluster_yaml_holds_no_secrets():
     text = CLUSTER_YAML.read_text()
-    for pattern in (r"AKIA[0-9A-Z]{16}", r"(?i)aws_secret_access_key", r"(?i)aws_session_token",
-                    r"-----BEGIN", r"(?i)password\s*[:=]\s*\S", r"postgresql://[^@\s]*:[^@\s]*@"):
+    for pattern in (
+        r"AKIA[0-9A-Z]{16}",
+        r"(?i)aws_secret_access_key",
+        r"(?i)aws_session_token",
+        r"-----BEGIN",
+        r"(?i)password\s*[:=]\s*\S",
+        r"postgresql://[^@\s]*:[^@\s]*@",
+    ):
         assert not re.search(pattern, text), pattern
     config = load_cluster()
     key = config["auth"]["ssh_private_key"]
     assert key.endswith(".pem") and "\n" not in key, "the SSH key is named by path"
-    assert all("IamInstanceProfile" in t["node_config"] or name == config["head_node_type"]
-               for name, t in config["available_node_types"].items()), "workers reach S3 through a profile"
+    assert all(
+        "IamInstanceProfile" in t["node_config"] or name == config["head_node_type"]
+        for name, t in config["available_node_types"].items()
+    ), "workers reach S3 through a profile"
 
 
 def test_every_cluster_command_is_valid_shell():
     config = ray_up_checks(load_cluster())
-    commands = [*config["initialization_commands"], *config["head_setup_commands"],
-                *config["worker_setup_commands"], *config["head_start_ray_commands"],
-                *config["worker_start_ray_commands"]]
+    commands = [
+        *config["initialization_commands"],
+        *config["head_setup_commands"],
+        *config["worker_setup_commands"],
+        *config["head_start_ray_commands"],
+        *config["worker_start_ray_commands"],
+    ]
     for node_type in config["available_node_types"].values():
         commands += node_type.get("initialization_commands", [])
     for command in commands:
@@ -115,6 +128,7 @@ def test_a_mistake_in_cluster_yaml_fails_validation(mistake, offline):
 
 # ---------------------------------------------------------------- a two-node cluster on this machine
 
+
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory, ray_nodes):
     """A head and a second node, both on 127.0.0.1 (one host), one CPU each."""
@@ -124,14 +138,27 @@ def two_nodes(tmp_path_factory, ray_nodes):
     port = ray_nodes.free_port()
     address = f"127.0.0.1:{port}"
     logs = [base / "head.log", base / "second.log"]
-    head = ray_nodes.start(["--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--include-dashboard=false",
-                       f"--dashboard-port={ray_nodes.free_port()}"],
-                      short / "h", logs[0])
+    head = ray_nodes.start(
+        [
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=false",
+            f"--dashboard-port={ray_nodes.free_port()}",
+        ],
+        short / "h",
+        logs[0],
+    )
     nodes = [head]
     try:
         ray_nodes.wait(address, 1, nodes, logs[:1])
-        nodes.append(ray_nodes.start([f"--address={address}", "--node-ip-address=127.0.0.1",
-                                 '--resources={"second_node": 1}'], short / "s", logs[1]))
+        nodes.append(
+            ray_nodes.start(
+                [f"--address={address}", "--node-ip-address=127.0.0.1", '--resources={"second_node": 1}'],
+                short / "s",
+                logs[1],
+            )
+        )
         ray_nodes.wait(address, 2, nodes, logs)
         yield address, base, short
     finally:
@@ -142,15 +169,33 @@ def two_nodes(tmp_path_factory, ray_nodes):
 
 def run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "curriculum.run", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "curriculum.run", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def test_smoke_run_spans_two_nodes_with_shared_storage(two_nodes, tmp_path, ray_nodes):
     address, _, _ = two_nodes
     shared = tmp_path / "shared"
-    result = run_cli(["--preset", "smoke", "--address", address, "--run-dir", "run", "scaling.num_workers=2",
-                      "scaling.cpus_per_worker=1", f"scaling.storage={shared}"], tmp_path)
+    result = run_cli(
+        [
+            "--preset",
+            "smoke",
+            "--address",
+            address,
+            "--run-dir",
+            "run",
+            "scaling.num_workers=2",
+            "scaling.cpus_per_worker=1",
+            f"scaling.storage={shared}",
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "run"
 
@@ -175,8 +220,21 @@ def test_smoke_run_spans_two_nodes_with_shared_storage(two_nodes, tmp_path, ray_
 def test_workers_that_need_nodes_yet_to_join_refuse_local_storage(two_nodes, tmp_path):
     # Three 1-CPU workers do not fit two 1-CPU nodes: they wait for nodes an autoscaler would add.
     address, _, _ = two_nodes
-    result = run_cli(["--preset", "smoke", "--address", address, "--run-dir", "run", "scaling.num_workers=3",
-                      "scaling.cpus_per_worker=1", f"scaling.storage={tmp_path / 'local'}"], tmp_path, timeout=120)
+    result = run_cli(
+        [
+            "--preset",
+            "smoke",
+            "--address",
+            address,
+            "--run-dir",
+            "run",
+            "scaling.num_workers=3",
+            "scaling.cpus_per_worker=1",
+            f"scaling.storage={tmp_path / 'local'}",
+        ],
+        tmp_path,
+        timeout=120,
+    )
     assert result.returncode == 2, result.stderr[-3000:]
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "scaling.storage" in lines[0] and "s3://" in lines[0], result.stderr
@@ -190,8 +248,11 @@ def test_a_second_host_refuses_a_local_path(two_nodes, tmp_path, ray_nodes):
     other = ray_nodes.start([f"--address={address}", "--node-ip-address=127.0.0.2"], short / "o", log)
     try:
         ray_nodes.wait(address, 3, [other], [log])
-        result = run_cli(["--preset", "smoke", "--address", address, "--run-dir", "run",
-                          f"scaling.storage={tmp_path / 'local'}"], tmp_path, timeout=120)
+        result = run_cli(
+            ["--preset", "smoke", "--address", address, "--run-dir", "run", f"scaling.storage={tmp_path / 'local'}"],
+            tmp_path,
+            timeout=120,
+        )
     finally:
         ray_nodes.stop(other)
     assert result.returncode == 2, result.stderr[-3000:]

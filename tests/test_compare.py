@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from curriculum.adapters.tracking import flatten_config
 from curriculum.cli.compare import (
     by_ladder,
     gate_settings,
@@ -19,7 +20,6 @@ from curriculum.cli.compare import (
     transition_history,
 )
 from curriculum.core.transitions import describe_transition, parse_transition
-from curriculum.adapters.tracking import flatten_config
 from oracle.cli_errors import UsageError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +34,7 @@ def _names(rows: list[dict]) -> list[str]:
 
 
 # ------------------------------------------------------------------ pure ranking
+
 
 def test_rank_runs_orders_by_stage_then_steps_then_valid_route():
     rows = [
@@ -65,9 +66,19 @@ def test_stage_reach_steps_takes_the_first_step_at_or_beyond_each_stage():
 
 
 def test_ladder_and_penalties_are_read_from_flattened_params():
-    params = {k: str(v) for k, v in flatten_config({"curriculum": {"stages": [
-        {"size": s, "penalties": {"sparsity": 0.5, "budget": 0.1}} for s in (8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28)
-    ]}}).items()}
+    params = {
+        k: str(v)
+        for k, v in flatten_config(
+            {
+                "curriculum": {
+                    "stages": [
+                        {"size": s, "penalties": {"sparsity": 0.5, "budget": 0.1}}
+                        for s in (8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28)
+                    ]
+                }
+            }
+        ).items()
+    }
     assert ladder_sizes(params) == [8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28]  # stage 10 after stage 9
     assert penalty_weights(params) == "budget=0.1 sparsity=0.5"
 
@@ -87,33 +98,63 @@ def test_a_finished_run_ranks_above_unfinished_ones_and_ladders_are_ranked_apart
 
 def test_transition_lines_round_trip_and_give_the_exact_promotion_steps():
     sizes = (8, 10, 12)
-    promote = {"step": 80, "action": "promote", "from_stage": 0, "to_stage": 1, "metric": "connectivity",
-               "value": 0.412}
+    promote = {
+        "step": 80,
+        "action": "promote",
+        "from_stage": 0,
+        "to_stage": 1,
+        "metric": "connectivity",
+        "value": 0.412,
+    }
     back = {**promote, "step": 130, "action": "back_off", "from_stage": 1, "to_stage": 0}
     finish = {**promote, "step": 300, "action": "finish", "from_stage": 2, "to_stage": 2}
-    assert describe_transition(promote, sizes) == "step 80: promoted, stage 0 (8x8) -> stage 1 (10x10), connectivity=0.412"
+    assert (
+        describe_transition(promote, sizes) == "step 80: promoted, stage 0 (8x8) -> stage 1 (10x10), connectivity=0.412"
+    )
     assert parse_transition(describe_transition(back, sizes)) == (130, 1, 0)
     assert parse_transition(describe_transition(finish, sizes)) == (300, 2, 2)
     assert parse_transition("step x: promoted") is None and parse_transition("step 5: exploded, stage 0 (8x8)") is None
-    tags = {"curriculum.transition.1": describe_transition(promote, sizes),
-            "curriculum.transition.2": describe_transition(back, sizes),
-            "curriculum.transition.3": describe_transition({**promote, "step": 170}, sizes),
-            "curriculum.transition.4": describe_transition({**promote, "step": 250, "from_stage": 1, "to_stage": 2},
-                                                           sizes),
-            "curriculum.transition.5": describe_transition(finish, sizes),
-            "curriculum.outcome": "finished"}
+    tags = {
+        "curriculum.transition.1": describe_transition(promote, sizes),
+        "curriculum.transition.2": describe_transition(back, sizes),
+        "curriculum.transition.3": describe_transition({**promote, "step": 170}, sizes),
+        "curriculum.transition.4": describe_transition({**promote, "step": 250, "from_stage": 1, "to_stage": 2}, sizes),
+        "curriculum.transition.5": describe_transition(finish, sizes),
+        "curriculum.outcome": "finished",
+    }
     history = transition_history(tags)
     assert history == [(0, 0.0), (80, 1.0), (130, 0.0), (170, 1.0), (250, 2.0)]
     assert stage_reach_steps(history, 3) == [0, 80, 250]
 
 
 def test_gate_settings_say_what_each_stage_asks_for():
-    same = {k: str(v) for k, v in flatten_config({"curriculum": {"stages": [
-        {"gate": {"metric": "valid_route", "threshold": 0.8, "patience": 2, "guard_max_excess": 1.5}}] * 3}}).items()}
+    same = {
+        k: str(v)
+        for k, v in flatten_config(
+            {
+                "curriculum": {
+                    "stages": [
+                        {"gate": {"metric": "valid_route", "threshold": 0.8, "patience": 2, "guard_max_excess": 1.5}}
+                    ]
+                    * 3
+                }
+            }
+        ).items()
+    }
     assert gate_settings(same) == "valid_route>=0.8 x2 excess<=1.5"
-    differ = {k: str(v) for k, v in flatten_config({"curriculum": {"stages": [
-        {"gate": {"metric": "connectivity", "threshold": 0.4, "patience": 2, "guard_max_excess": None}},
-        {"gate": {"metric": "optimal", "threshold": 0.5, "patience": 1, "guard_max_excess": 1.5}}]}}).items()}
+    differ = {
+        k: str(v)
+        for k, v in flatten_config(
+            {
+                "curriculum": {
+                    "stages": [
+                        {"gate": {"metric": "connectivity", "threshold": 0.4, "patience": 2, "guard_max_excess": None}},
+                        {"gate": {"metric": "optimal", "threshold": 0.5, "patience": 1, "guard_max_excess": 1.5}},
+                    ]
+                }
+            }
+        ).items()
+    }
     assert gate_settings(differ) == "s0: connectivity>=0.4 x2; s1: optimal>=0.5 x1 excess<=1.5"
 
 
@@ -136,16 +177,36 @@ def store(tmp_path_factory) -> str:
     for name, (history, valid_route, sparsity) in RUNS.items():
         run_id = create_run(uri, "ladders", name, {"curriculum.preset": "tiny"})
         tracker = MlflowTracker(uri, run_id)
-        config = {"preset": "tiny", "curriculum": {"stages": [
-            {"size": size, "penalties": {"sparsity": sparsity, "connectivity": 0.05}} for size in (10, 20, 30, 40)]}}
+        config = {
+            "preset": "tiny",
+            "curriculum": {
+                "stages": [
+                    {"size": size, "penalties": {"sparsity": sparsity, "connectivity": 0.05}}
+                    for size in (10, 20, 30, 40)
+                ]
+            },
+        }
         tracker.log_params(flatten_config(config))
         for n, ((step, stage), (_, before)) in enumerate(zip(history, [(0, 0)] + history)):
-            tracker.log_metrics({"curriculum/stage": stage, "curriculum/grid_size": 10 * (stage + 1),
-                                 "eval/connectivity": 0.5, "eval/valid_route": valid_route / 2,
-                                 "eval/optimal": 0.1}, step)
+            tracker.log_metrics(
+                {
+                    "curriculum/stage": stage,
+                    "curriculum/grid_size": 10 * (stage + 1),
+                    "eval/connectivity": 0.5,
+                    "eval/valid_route": valid_route / 2,
+                    "eval/optimal": 0.1,
+                },
+                step,
+            )
             if stage != before:  # the tag the trainer writes; its step is the promotion's, not the evaluation's
-                transition = {"step": step - 20, "action": "promote", "from_stage": before, "to_stage": stage,
-                              "metric": "valid_route", "value": 0.8}
+                transition = {
+                    "step": step - 20,
+                    "action": "promote",
+                    "from_stage": before,
+                    "to_stage": stage,
+                    "metric": "valid_route",
+                    "value": 0.8,
+                }
                 tracker.set_tags({f"curriculum.transition.{n}": describe_transition(transition, (10, 20, 30, 40))})
         tracker.log_metrics({"eval/valid_route": valid_route}, history[-1][0] + 1)
         tracker.set_tags({"curriculum.outcome": "finished" if history[-1][1] == 3 else "stalled"})
@@ -166,10 +227,10 @@ def test_the_table_lists_the_best_run_first(store, capsys):
     # Columns line up: each value ends where its header ends (numbers are right-aligned).
     for column, value in (("to s3", "580"), ("valid_route", "0.600"), ("optimal", "0.100")):
         end = header.index(column) + len(column)
-        assert fast[end - len(value):end] == value, column
+        assert fast[end - len(value) : end] == value, column
     stuck = rows[2]
     end = header.index("to s2") + len("to s2")
-    assert stuck[end - 1:end] == "-" and "stalled" in stuck
+    assert stuck[end - 1 : end] == "-" and "stalled" in stuck
 
 
 def test_max_runs_limits_the_table(store, capsys):
@@ -178,19 +239,29 @@ def test_max_runs_limits_the_table(store, capsys):
 
 
 def test_an_unknown_experiment_is_one_line_and_exit_2(store, tmp_path):
-    result = subprocess.run([sys.executable, "-m", "curriculum.compare", "--experiment", "nope",
-                             "--tracking-uri", store], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "curriculum.compare", "--experiment", "nope", "--tracking-uri", store],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2
     assert result.stdout == ""
-    assert result.stderr.strip().splitlines() == [f"python -m curriculum.compare: error: no experiment 'nope' at {store}"]
+    assert result.stderr.strip().splitlines() == [
+        f"python -m curriculum.compare: error: no experiment 'nope' at {store}"
+    ]
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--tracking-uri", "./mlruns"], "file store"),
-    (["--tracking-uri", "sqlite:///{tmp}/missing.db"], "no MLflow database"),
-    (["--max-runs", "0"], "--max-runs"),
-    (["--tracking-uri", "nosuchscheme://host"], "nosuchscheme"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--tracking-uri", "./mlruns"], "file store"),
+        (["--tracking-uri", "sqlite:///{tmp}/missing.db"], "no MLflow database"),
+        (["--max-runs", "0"], "--max-runs"),
+        (["--tracking-uri", "nosuchscheme://host"], "nosuchscheme"),
+    ],
+)
 def test_bad_arguments_are_usage_errors(argv, message, tmp_path):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     with pytest.raises(UsageError, match=message):

@@ -3,15 +3,16 @@
 import json
 
 from curriculum.adapters.checkpoint import latest_checkpoint, load_checkpoint
+from curriculum.adapters.tracking import NullTracker
+from curriculum.core.overrides import build_config
 from curriculum.trainer.context import local_context
 from curriculum.trainer.loop import run_curriculum
-from curriculum.core.overrides import build_config
-from curriculum.adapters.tracking import NullTracker
 
 
 def _run(tmp_path, *overrides):
-    config = build_config("smoke", None, ["train.eval_every=5", "train.max_steps=200", "tracking.images_per_eval=0",
-                                          *overrides])
+    config = build_config(
+        "smoke", None, ["train.eval_every=5", "train.max_steps=200", "tracking.images_per_eval=0", *overrides]
+    )
     return run_curriculum(config, local_context("cpu"), NullTracker(), tmp_path)
 
 

@@ -21,8 +21,14 @@ def cli_env():
 
 
 def run_cli(args, cwd, timeout=600):
-    return subprocess.run([sys.executable, "-m", "curriculum.run", *args], capture_output=True, text=True,
-                          cwd=cwd, env=cli_env(), timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "curriculum.run", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=cli_env(),
+        timeout=timeout,
+    )
 
 
 def mlflow_run(cwd: Path, run_dir: Path):
@@ -53,8 +59,15 @@ def test_local_smoke_run_promotes_and_logs_everything(local_run):
     metrics = run.data.metrics
     for name in EVAL_METRICS:
         assert f"eval/{name}" in metrics, name
-    for name in ("train/loss", "train/ce", "train/q_halt", "curriculum/stage", "curriculum/grid_size",
-                 "perf/steps_per_s", "train/skipped_steps"):
+    for name in (
+        "train/loss",
+        "train/ce",
+        "train/q_halt",
+        "curriculum/stage",
+        "curriculum/grid_size",
+        "perf/steps_per_s",
+        "train/skipped_steps",
+    ):
         assert name in metrics, name
     stages = [m.value for m in client.get_metric_history(run.info.run_id, "curriculum/stage")]
     assert max(stages) >= 1, "at least one promotion"
@@ -69,8 +82,9 @@ def test_local_smoke_run_promotes_and_logs_everything(local_run):
 
 
 def test_ray_two_workers_switch_stage_at_the_same_step(ray_address, tmp_path):
-    result = run_cli(["--preset", "smoke", "--address", ray_address, "--run-dir", "run", "scaling.num_workers=2"],
-                     tmp_path)
+    result = run_cli(
+        ["--preset", "smoke", "--address", ray_address, "--run-dir", "run", "scaling.num_workers=2"], tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "run"
     client, run = mlflow_run(tmp_path, run_dir)
@@ -94,25 +108,57 @@ def test_local_backend_takes_the_same_decisions_as_ray_with_one_worker(local_run
 
 def test_evaluate_cli_prints_a_table_per_size_and_writes_pictures(local_run):
     cwd, run_dir, _ = local_run
-    result = subprocess.run([sys.executable, "-m", "curriculum.evaluate", str(run_dir), "--sizes", "8,12",
-                             "--count", "24", "--pictures", str(cwd / "eval-pics")],
-                            capture_output=True, text=True, cwd=cwd, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "curriculum.evaluate",
+            str(run_dir),
+            "--sizes",
+            "8,12",
+            "--count",
+            "24",
+            "--pictures",
+            str(cwd / "eval-pics"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.strip().startswith(("8x8", "12x12"))]
     assert len(rows) == 2 and all("24" in row for row in rows)
     assert "connectivity" in result.stdout and "valid_route" in result.stdout
     assert sorted(p.name for p in (cwd / "eval-pics").iterdir()) == ["evaluate-12x12.png", "evaluate-8x8.png"]
-    bad = subprocess.run([sys.executable, "-m", "curriculum.evaluate", str(run_dir), "--sizes", "8,50"],
-                         capture_output=True, text=True, cwd=cwd, timeout=300)
+    bad = subprocess.run(
+        [sys.executable, "-m", "curriculum.evaluate", str(run_dir), "--sizes", "8,50"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
     assert bad.returncode == 2 and "--sizes" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_compare_cli_lists_the_run(local_run):
     cwd, run_dir, _ = local_run
     record = json.loads((run_dir / "run.json").read_text())
-    result = subprocess.run([sys.executable, "-m", "curriculum.compare", "--experiment", "hrm-curriculum",
-                             "--tracking-uri", record["tracking_uri"]],
-                            capture_output=True, text=True, cwd=cwd, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "curriculum.compare",
+            "--experiment",
+            "hrm-curriculum",
+            "--tracking-uri",
+            record["tracking_uri"],
+        ],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "8-10" in result.stdout and "FINISHED" in result.stdout
 
@@ -126,27 +172,41 @@ def test_resume_of_a_finished_run_is_refused_or_finishes_at_once(local_run):
 
 
 # a bare GPU box: neither MLflow nor Ray can be imported
-BARE_BOX = ("import sys, runpy\n"
-            "class Block:\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] in ('mlflow', 'ray'): raise ImportError('not on a bare GPU box')\n"
-            "sys.meta_path.insert(0, Block())\n"
-            "sys.argv = ['curriculum.run'] + sys.argv[1:]\n"
-            "runpy.run_module('curriculum.run', run_name='__main__')\n")
+BARE_BOX = (
+    "import sys, runpy\n"
+    "class Block:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.split('.')[0] in ('mlflow', 'ray'): raise ImportError('not on a bare GPU box')\n"
+    "sys.meta_path.insert(0, Block())\n"
+    "sys.argv = ['curriculum.run'] + sys.argv[1:]\n"
+    "runpy.run_module('curriculum.run', run_name='__main__')\n"
+)
 
 
 def test_runs_without_mlflow_or_ray_then_replays_into_mlflow(tmp_path):
     args = ["--preset", "smoke", "--backend", "local", "--run-dir", "run", "train.max_steps=40"]
-    result = subprocess.run([sys.executable, "-c", BARE_BOX, *args], capture_output=True, text=True,
-                            cwd=tmp_path, env=cli_env(), timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-c", BARE_BOX, *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=cli_env(),
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "MLflow is not installed" in result.stdout
     assert not (tmp_path / "mlflow.db").exists()
     lines = (tmp_path / "run" / "tracking" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and "eval/valid_route" in json.loads(lines[0])["metrics"]
 
-    replay = subprocess.run([sys.executable, "-m", "curriculum.replay", "run"], capture_output=True, text=True,
-                            cwd=tmp_path, env=cli_env(), timeout=300)
+    replay = subprocess.run(
+        [sys.executable, "-m", "curriculum.replay", "run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=cli_env(),
+        timeout=300,
+    )
     assert replay.returncode == 0, replay.stderr
     client, run = mlflow_run(tmp_path, tmp_path / "run")
     assert run.info.status == "FINISHED"

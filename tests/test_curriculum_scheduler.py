@@ -9,8 +9,12 @@ from curriculum.core.scheduler import Action, SchedulerState, count_steps, decid
 
 
 def stage(size, threshold=0.8, patience=2, min_steps=0, max_steps=1000, metric="valid_route", guard=1.5):
-    return StageConfig(size=size, gate=GateConfig(metric=metric, threshold=threshold, patience=patience,
-                                                  guard_max_excess=guard), min_steps=min_steps, max_steps=max_steps)
+    return StageConfig(
+        size=size,
+        gate=GateConfig(metric=metric, threshold=threshold, patience=patience, guard_max_excess=guard),
+        min_steps=min_steps,
+        max_steps=max_steps,
+    )
 
 
 LADDER = [stage(10), stage(20), stage(30)]

@@ -13,8 +13,9 @@ VOCAB = 42
 
 
 def tiny_config(**overrides) -> ModelConfig:
-    base = dict(hidden_size=32, num_heads=2, expansion=2.0, h_layers=1, l_layers=1, h_cycles=2, l_cycles=2,
-                halt_max_steps=5)
+    base = dict(
+        hidden_size=32, num_heads=2, expansion=2.0, h_layers=1, l_layers=1, h_cycles=2, l_cycles=2, halt_max_steps=5
+    )
     return ModelConfig(**{**base, **overrides})
 
 
@@ -92,8 +93,11 @@ def test_output_shapes_train_and_q_init():
 
 def test_rejects_bad_grids(cpu_model: HRM):
     with pytest.raises(ValueError, match="square"):
-        cpu_model.segment(cpu_model.z_h_init.expand(1, 11, -1), cpu_model.z_l_init.expand(1, 11, -1),
-                          {"inputs": torch.zeros(1, 10, dtype=torch.long), "vehicle": torch.zeros(1, dtype=torch.long)})
+        cpu_model.segment(
+            cpu_model.z_h_init.expand(1, 11, -1),
+            cpu_model.z_l_init.expand(1, 11, -1),
+            {"inputs": torch.zeros(1, 10, dtype=torch.long), "vehicle": torch.zeros(1, dtype=torch.long)},
+        )
     with pytest.raises(ValueError, match="max_grid"):
         big = make_batch(1, 41)
         cpu_model(cpu_model.initial_carry(big), big)
@@ -248,7 +252,7 @@ def _run(model: HRM, batch, calls: int):
 
 def test_eager_q_halts_after_one_step_without_exploration():
     model = _eager_model(halt_exploration_prob=0.0).train()
-    (steps, halted, _), = _run(model, make_batch(4, 6), 1)
+    ((steps, halted, _),) = _run(model, make_batch(4, 6), 1)
     assert halted.all() and (steps == 1).all()
 
 

@@ -15,10 +15,15 @@ from curriculum.core.overrides import build_config
 
 
 def job(tmp_path: Path, **changes) -> TrainJob:
-    fields = dict(config=build_config("smoke", None, ["train.seed=11", "scaling.cpus_per_worker=0.5"]),
-                  run_dir=tmp_path / "run", run_id="abc123", tracking_uri="sqlite:///mlflow.db",
-                  resume_from=tmp_path / "run" / "checkpoints" / "step-000040.pt", console=object(),
-                  stop_flag=object())
+    fields = dict(
+        config=build_config("smoke", None, ["train.seed=11", "scaling.cpus_per_worker=0.5"]),
+        run_dir=tmp_path / "run",
+        run_id="abc123",
+        tracking_uri="sqlite:///mlflow.db",
+        resume_from=tmp_path / "run" / "checkpoints" / "step-000040.pt",
+        console=object(),
+        stop_flag=object(),
+    )
     return TrainJob(**{**fields, **changes})
 
 
@@ -30,7 +35,8 @@ def test_the_typed_args_survive_the_loop_config(tmp_path):
     # Ray carries the mapping; all but the two Ray handles are plain values, the config as JSON.
     assert json.loads(loop_config["config"])["preset"] == "smoke"
     assert {k: v for k, v in loop_config.items() if k not in ("console", "stop")} == json.loads(
-        json.dumps({k: v for k, v in loop_config.items() if k not in ("console", "stop")}))
+        json.dumps({k: v for k, v in loop_config.items() if k not in ("console", "stop")})
+    )
 
 
 def test_nothing_to_resume_and_no_tracking_also_survive(tmp_path):
@@ -65,23 +71,36 @@ def test_build_trainer_takes_resources_keep_count_and_failures_from_one_place(tm
 
 
 def test_the_final_report_becomes_the_outcome():
-    outcome = RunOutcome(outcome="stalled", step=160, stage=0, transitions=[{"step": 160, "action": "stall"}],
-                         final_metrics={"eval/valid_route": 0.1}, stage_seconds=[12.5], stage_steps=[160])
+    outcome = RunOutcome(
+        outcome="stalled",
+        step=160,
+        stage=0,
+        transitions=[{"step": 160, "action": "stall"}],
+        final_metrics={"eval/valid_route": 0.1},
+        stage_seconds=[12.5],
+        stage_steps=[160],
+    )
     assert final_outcome({"final": True, **outcome.to_json()}) == outcome
 
 
-@pytest.mark.parametrize("metrics, says", [
-    (None, "no report was seen"),
-    ({}, "no report was seen"),
-    ({"step": 40, "stage": 0, "eval/valid_route": 0.2}, "step 40"),  # an evaluation's report, not the last one
-])
+@pytest.mark.parametrize(
+    "metrics, says",
+    [
+        (None, "no report was seen"),
+        ({}, "no report was seen"),
+        ({"step": 40, "stage": 0, "eval/valid_route": 0.2}, "step 40"),  # an evaluation's report, not the last one
+    ],
+)
 def test_a_missing_final_report_is_an_error_that_says_so(metrics, says):
     with pytest.raises(RuntimeError, match=f"without the workers' final report.*{says}"):
         final_outcome(metrics)
 
 
 def test_a_final_report_with_an_unknown_outcome_is_refused():
-    report = {"final": True, **RunOutcome(outcome="finished", step=1, stage=0, transitions=[],
-                                          final_metrics={}).to_json(), "outcome": "failed"}
+    report = {
+        "final": True,
+        **RunOutcome(outcome="finished", step=1, stage=0, transitions=[], final_metrics={}).to_json(),
+        "outcome": "failed",
+    }
     with pytest.raises(ValueError, match="outcome must be one of"):
         final_outcome(report)

@@ -16,9 +16,26 @@ SCRIPT = ROOT / "benchmarks" / "learning.py"
 
 def _bench(tmp_path, *args):
     env = dict(os.environ, PYTHONPATH=str(ROOT), MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    return subprocess.run([sys.executable, str(SCRIPT), "--preset", "smoke", "--count", "32", "--sizes", "8,10",
-                           "--run-dir", str(tmp_path / "run"), *args],
-                          capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    return subprocess.run(
+        [
+            sys.executable,
+            str(SCRIPT),
+            "--preset",
+            "smoke",
+            "--count",
+            "32",
+            "--sizes",
+            "8,10",
+            "--run-dir",
+            str(tmp_path / "run"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
 
 
 def test_curriculum_row_reports_every_size_and_when_each_stage_was_reached(tmp_path):
@@ -35,12 +52,15 @@ def test_curriculum_row_reports_every_size_and_when_each_stage_was_reached(tmp_p
     assert (tmp_path / "run" / "pictures" / "evaluate-10x10.png").is_file()
 
 
-@pytest.mark.parametrize("variant, extra, expected", [
-    ("direct", [], {"sizes": [10], "backprop": "one_step", "ema_decay": None}),
-    # trailing overrides land after the variant's: a direct ladder at another size
-    ("direct", ["curriculum.stages.0.size=8"], {"sizes": [8], "backprop": "one_step", "ema_decay": None}),
-    ("fullbp-ema", [], {"sizes": [8, 10], "backprop": "full", "ema_decay": 0.999}),  # smoke has no EMA of its own
-])
+@pytest.mark.parametrize(
+    "variant, extra, expected",
+    [
+        ("direct", [], {"sizes": [10], "backprop": "one_step", "ema_decay": None}),
+        # trailing overrides land after the variant's: a direct ladder at another size
+        ("direct", ["curriculum.stages.0.size=8"], {"sizes": [8], "backprop": "one_step", "ema_decay": None}),
+        ("fullbp-ema", [], {"sizes": [8, 10], "backprop": "full", "ema_decay": 0.999}),  # smoke has no EMA of its own
+    ],
+)
 def test_variants_change_one_thing(tmp_path, variant, extra, expected):
     result = _bench(tmp_path, "--minutes", "0.001", "--variant", variant, *extra)
     assert result.returncode == 0, result.stderr[-2000:]

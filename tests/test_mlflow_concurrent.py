@@ -21,8 +21,15 @@ print(create_run(uri, "together", name))
 def test_simultaneous_first_runs_on_a_new_sqlite_store_all_start(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     at = time.time() + 8.0  # after every interpreter has imported MLflow
-    procs = [subprocess.Popen([sys.executable, "-c", CREATE_AT, uri, str(at), f"run-{i}"], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CREATE_AT, uri, str(at), f"run-{i}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(4)
+    ]
     results = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0] * 4, [err[-1500:] for _, err in results]
     client = MlflowClient(uri)

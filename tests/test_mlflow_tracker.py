@@ -41,6 +41,7 @@ def client(store):
 
 # ------------------------------------------------------------------ tracking URIs
 
+
 def test_resolve_tracking_uri_prefers_config_then_environment_then_absolute_sqlite(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -75,6 +76,7 @@ def test_http_clients_get_short_timeouts_unless_the_environment_sets_them(store,
 
 
 # ------------------------------------------------------------------ runs
+
 
 def test_create_run_makes_a_running_run_and_reuses_the_experiment(store, client):
     uri, db = store
@@ -188,13 +190,14 @@ def test_mark_killed_if_orphaned_only_touches_running_runs(store, client):
 
 # ------------------------------------------------------------------ an unreachable server
 
-def test_an_unreachable_server_queues_counts_losses_and_delivers_later(store, client, tmp_path, capsys,
-                                                                         mlflow_server):
+
+def test_an_unreachable_server_queues_counts_losses_and_delivers_later(store, client, tmp_path, capsys, mlflow_server):
     uri, db = store
     run_id = create_run(uri, "curricula", "offline")
     port = mlflow_server.free_port()
-    tracker = MlflowTracker(f"http://127.0.0.1:{port}", run_id, attempts=2, backoff_s=0.01,
-                            retry_interval_s=0.0, max_queued=5)
+    tracker = MlflowTracker(
+        f"http://127.0.0.1:{port}", run_id, attempts=2, backoff_s=0.01, retry_interval_s=0.0, max_queued=5
+    )
 
     started = time.monotonic()
     tracker.log_params({"train.lr": 0.5})
@@ -244,8 +247,9 @@ def test_a_file_tracker_run_replays_into_mlflow(store, client, tmp_path):
     offline = FileTracker(tmp_path / "gpu-run")
     offline.log_params(flatten_config({"train": {"lr": 0.001}, "curriculum": {"stages": [{"size": 10}]}}))
     for step in (10, 20, 30):
-        offline.log_metrics({"curriculum/stage": step // 20, "eval/valid_route": step / 100}, step,
-                            timestamp=1_600_000_000 + step)
+        offline.log_metrics(
+            {"curriculum/stage": step // 20, "eval/valid_route": step / 100}, step, timestamp=1_600_000_000 + step
+        )
     offline.set_tags({"curriculum.outcome": "budget"})
     (tmp_path / "timeline.png").write_bytes(b"png")
     offline.log_artifact(tmp_path / "timeline.png", "timeline")
@@ -260,5 +264,8 @@ def test_a_file_tracker_run_replays_into_mlflow(store, client, tmp_path):
     assert run.data.tags["curriculum.outcome"] == "budget"
     history = client.get_metric_history(run_id, "eval/valid_route")
     assert sorted((m.step, m.value, m.timestamp) for m in history) == [
-        (10, 0.1, 1_600_000_010_000), (20, 0.2, 1_600_000_020_000), (30, 0.3, 1_600_000_030_000)]
+        (10, 0.1, 1_600_000_010_000),
+        (20, 0.2, 1_600_000_020_000),
+        (30, 0.3, 1_600_000_030_000),
+    ]
     assert [a.path for a in client.list_artifacts(run_id, "timeline")] == ["timeline/timeline.png"]

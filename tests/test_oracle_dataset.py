@@ -13,8 +13,9 @@ from oracle.vocab import PATH, VOCAB, costs_from_inputs
 
 
 def run_generate(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "oracle.generate", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "oracle.generate", *map(str, args)], capture_output=True, text=True, cwd=cwd
+    )
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,17 @@ def test_hrm_layout_and_metadata(generated):
     for split, n in (("train", 450), ("test", 150)):
         d = generated / split
         meta = json.loads((d / "dataset.json").read_text())
-        for key in ("pad_id", "ignore_label_id", "blank_identifier_id", "vocab_size", "seq_len",
-                    "num_puzzle_identifiers", "total_groups", "mean_puzzle_examples", "sets"):
+        for key in (
+            "pad_id",
+            "ignore_label_id",
+            "blank_identifier_id",
+            "vocab_size",
+            "seq_len",
+            "num_puzzle_identifiers",
+            "total_groups",
+            "mean_puzzle_examples",
+            "sets",
+        ):
             assert key in meta
         assert meta["seq_len"] == 144 and meta["grid_size"] == 12 and meta["sets"] == ["all"]
         assert meta["vocab"]["PATH"] == PATH and meta["vocab"] == VOCAB
@@ -67,8 +77,9 @@ def test_test_split_is_disjoint_from_train(generated):
 
 def test_same_seed_same_files(generated, tmp_path):
     again = tmp_path / "again"
-    assert run_generate("--size", 12, "--count", 600, "--seed", 5, "--out", again,
-                        "--test-fraction", 0.25).returncode == 0
+    assert (
+        run_generate("--size", 12, "--count", 600, "--seed", 5, "--out", again, "--test-fraction", 0.25).returncode == 0
+    )
     for split in ("train", "test"):
         for f in (generated / split).glob("*.npy"):
             assert f.read_bytes() == (again / split / f.name).read_bytes(), f.name
@@ -103,17 +114,20 @@ def test_plain_hrm_directory_without_sidecars_loads(generated, tmp_path):
         split.tasks()
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--size", 7, "--count", 10], "--size 7"),
-    (["--size", 41, "--count", 10], "--size 41"),
-    (["--size", 10, "--count", 0], "--count"),
-    (["--size", 10, "--count", -4], "--count"),
-    (["--size", 10, "--count", 10, "--min-distance", 25], "min_distance 25"),
-    (["--size", 10, "--count", 10, "--min-distance", 9, "--max-distance", 3], "distance range"),
-    (["--size", 10, "--count", 10, "--vehicle-mix", "1,2"], "--vehicle-mix"),
-    (["--size", 10, "--count", 10, "--test-fraction", 1.5], "--test-fraction"),
-    (["--size", "ten", "--count", 10], "--size"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--size", 7, "--count", 10], "--size 7"),
+        (["--size", 41, "--count", 10], "--size 41"),
+        (["--size", 10, "--count", 0], "--count"),
+        (["--size", 10, "--count", -4], "--count"),
+        (["--size", 10, "--count", 10, "--min-distance", 25], "min_distance 25"),
+        (["--size", 10, "--count", 10, "--min-distance", 9, "--max-distance", 3], "distance range"),
+        (["--size", 10, "--count", 10, "--vehicle-mix", "1,2"], "--vehicle-mix"),
+        (["--size", 10, "--count", 10, "--test-fraction", 1.5], "--test-fraction"),
+        (["--size", "ten", "--count", 10], "--size"),
+    ],
+)
 def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, needle):
     out = tmp_path / "out"
     result = run_generate(*args, "--out", out)

@@ -11,19 +11,19 @@ import pytest
 from pydantic import ValidationError
 
 from oracle import TaskSpec, generate_tasks
-from oracle.vocab import CLOSED, JAM, TOKEN_MARKER, TOKEN_TERRAIN, TOKEN_TRAFFIC, TRUCK, VAN, LARGE
+from oracle.vocab import CLOSED, JAM, LARGE, TOKEN_MARKER, TOKEN_TERRAIN, TOKEN_TRAFFIC, TRUCK, VAN
 
 FIELDS = ("inputs", "labels", "costs", "start", "end", "vehicle", "optimal_cost", "hour")
 
-DIGEST_SCRIPT = """
+DIGEST_SCRIPT = f"""
 import hashlib, numba, sys
 from oracle import TaskSpec, generate_tasks
 b = generate_tasks(TaskSpec(size=int(sys.argv[1])), 700, seed=99)
 h = hashlib.sha256()
-for f in {fields!r}:
+for f in {FIELDS!r}:
     h.update(getattr(b, f).tobytes())
 print(numba.get_num_threads(), h.hexdigest())
-""".format(fields=FIELDS)
+"""
 
 
 def digest(batch) -> str:
@@ -52,8 +52,9 @@ def test_same_bytes_in_fresh_processes_with_different_thread_counts(size):
     outputs = []
     for threads in ("1", "2"):
         env = dict(os.environ, NUMBA_NUM_THREADS=threads)
-        result = subprocess.run([sys.executable, "-c", DIGEST_SCRIPT, str(size)], env=env,
-                                capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, "-c", DIGEST_SCRIPT, str(size)], env=env, capture_output=True, text=True, check=True
+        )
         outputs.append(result.stdout.split())
     assert [o[0] for o in outputs] == ["1", "2"]
     assert outputs[0][1] == outputs[1][1]
@@ -143,15 +144,18 @@ def test_parks_scale_with_obstacle_density():
     assert (TOKEN_TERRAIN[dense.inputs] == 0).mean() > (TOKEN_TERRAIN[sparse.inputs] == 0).mean() + 0.1
 
 
-@pytest.mark.parametrize("fields,needle", [
-    ({"size": 7}, "size"),
-    ({"size": 41}, "size"),
-    ({"size": 10, "min_distance": 19}, "min_distance"),
-    ({"size": 10, "min_distance": 8, "max_distance": 4}, "distance range"),
-    ({"size": 10, "vehicle_mix": (0, 0, 0, 0)}, "vehicle_mix"),
-    ({"size": 10, "traffic_scale": -0.5}, "traffic_scale"),
-    ({"size": 10, "colour": "red"}, "colour"),
-])
+@pytest.mark.parametrize(
+    "fields,needle",
+    [
+        ({"size": 7}, "size"),
+        ({"size": 41}, "size"),
+        ({"size": 10, "min_distance": 19}, "min_distance"),
+        ({"size": 10, "min_distance": 8, "max_distance": 4}, "distance range"),
+        ({"size": 10, "vehicle_mix": (0, 0, 0, 0)}, "vehicle_mix"),
+        ({"size": 10, "traffic_scale": -0.5}, "traffic_scale"),
+        ({"size": 10, "colour": "red"}, "colour"),
+    ],
+)
 def test_bad_specs_are_rejected_with_the_field_named(fields, needle):
     with pytest.raises(ValidationError) as info:
         TaskSpec(**fields)

@@ -15,8 +15,9 @@ def batch():
 
 
 def verdict_of(batch, i, mask):
-    return verify_paths(mask[None], batch.costs[i:i + 1], batch.start[i:i + 1], batch.end[i:i + 1],
-                        batch.optimal_cost[i:i + 1])
+    return verify_paths(
+        mask[None], batch.costs[i : i + 1], batch.start[i : i + 1], batch.end[i : i + 1], batch.optimal_cost[i : i + 1]
+    )
 
 
 def fewest_cells_path(costs, n, start, end):

@@ -48,8 +48,17 @@ def tasks(request):
 
 def draw(batch, pred, idx, path):
     idx = list(idx)
-    return render_routes(batch.inputs[idx], batch.labels[idx], pred[idx], batch.costs[idx], batch.start[idx],
-                         batch.end[idx], batch.size, path, title=f"{batch.size}x{batch.size}")
+    return render_routes(
+        batch.inputs[idx],
+        batch.labels[idx],
+        pred[idx],
+        batch.costs[idx],
+        batch.start[idx],
+        batch.end[idx],
+        batch.size,
+        path,
+        title=f"{batch.size}x{batch.size}",
+    )
 
 
 def test_verdicts_follow_the_verifier(tasks):
@@ -89,8 +98,9 @@ def test_routes_write_atomically_and_check_shapes(tasks, tmp_path):
     assert target.read_bytes() != first
     assert sorted(p.name for p in target.parent.iterdir()) == ["routes.png"]  # no temp file left behind
     with pytest.raises(ValueError, match="shape"):
-        render_routes(batch.inputs, batch.labels, pred[:2], batch.costs, batch.start, batch.end, batch.size,
-                      tmp_path / "bad.png")
+        render_routes(
+            batch.inputs, batch.labels, pred[:2], batch.costs, batch.start, batch.end, batch.size, tmp_path / "bad.png"
+        )
     assert not (tmp_path / "bad.png").exists()
 
 

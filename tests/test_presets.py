@@ -77,6 +77,7 @@ def test_ladder_replays_from_the_second_stage_on_with_one_gate():
     assert [s.size for s in stages] == [10, 20, 30]
     assert [s.replay for s in stages] == [0.0, 0.2, 0.2]
     assert {(s.gate.metric, s.gate.threshold, s.gate.patience, s.max_steps, s.min_steps) for s in stages} == {
-        ("valid_route", 0.7, 2, 500, 0)}
+        ("valid_route", 0.7, 2, 500, 0)
+    }
     assert all(s.penalties == ROUTE_PENALTIES for s in stages)
     assert all(s.penalties == PenaltyWeights() for s in ladder((10, 20), 0.7, 500))  # the default weights

@@ -19,8 +19,7 @@ MAX_STEPS = 600
 
 def test_tiny_model_overfits_32_tasks_to_optimal_routes():
     torch.manual_seed(0)
-    config = ModelConfig(hidden_size=64, num_heads=4, h_layers=1, l_layers=1, h_cycles=2, l_cycles=2,
-                         halt_max_steps=1)
+    config = ModelConfig(hidden_size=64, num_heads=4, h_layers=1, l_layers=1, h_cycles=2, l_cycles=2, halt_max_steps=1)
     model = HRM(config)
     tasks = task_tensors(generate_tasks(TaskSpec(size=10), 32, seed=0))
     optimizer = AdamATan2(model.parameters(), lr=3e-3, weight_decay=0.1)
@@ -42,8 +41,9 @@ def test_tiny_model_overfits_32_tasks_to_optimal_routes():
 
 def test_non_finite_loss_skips_the_update():
     torch.manual_seed(0)
-    model = HRM(ModelConfig(hidden_size=32, num_heads=2, h_layers=1, l_layers=1, h_cycles=1, l_cycles=1,
-                            halt_max_steps=1))
+    model = HRM(
+        ModelConfig(hidden_size=32, num_heads=2, h_layers=1, l_layers=1, h_cycles=1, l_cycles=1, halt_max_steps=1)
+    )
     tasks = task_tensors(generate_tasks(TaskSpec(size=8), 4, seed=0))
     optimizer = AdamATan2(model.parameters(), lr=1e-3)
     with torch.no_grad():

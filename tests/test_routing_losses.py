@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import routing.losses as losses
+from oracle.vocab import OBSTACLE_TOKEN, PATH, VOCAB_SIZE
 from routing.losses import (
     PENALTY_TERMS,
     PenaltyWeights,
@@ -17,7 +18,6 @@ from routing.losses import (
     log_stablemax,
     stablemax_cross_entropy,
 )
-from oracle.vocab import OBSTACLE_TOKEN, PATH, VOCAB_SIZE
 
 N = 6
 ROAD = 4  # any road token id

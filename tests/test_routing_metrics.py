@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from routing.metrics import means_from_sums, metric_sums, path_metrics, route_costs_inside
 from oracle import TaskSpec, generate_tasks, verify_paths
 from oracle.vocab import PATH
+from routing.metrics import means_from_sums, metric_sums, path_metrics, route_costs_inside
 
 
 def as_tensors(batch):
@@ -72,8 +72,9 @@ def test_agrees_with_reference_verifier_on_random_predictions(size, count, refer
     legal_share = np.where(verdict.path_cells > 0, verdict.legal_cells / np.maximum(verdict.path_cells, 1), 0)
     np.testing.assert_allclose(m["valid"].numpy(), legal_share, rtol=1e-6)
     connected = verdict.connected
-    np.testing.assert_allclose(m["cost_ratio"].numpy()[connected],
-                               verdict.cost[connected] / batch.optimal_cost[connected], rtol=1e-6)
+    np.testing.assert_allclose(
+        m["cost_ratio"].numpy()[connected], verdict.cost[connected] / batch.optimal_cost[connected], rtol=1e-6
+    )
     np.testing.assert_allclose(m["path_ratio"].numpy(), masks.sum(1) / size**2, rtol=1e-6)
     # The tensor sweeps used on CUDA give the same route costs as the verifier.
     allowed = torch.from_numpy(masks & np.isfinite(batch.costs))
@@ -149,8 +150,17 @@ def test_perfect_prediction_scores_one_everywhere(batch20):
     q = torch.full((len(batch20),), 3.0)
     steps = torch.full((len(batch20),), 4)
     m = path_metrics(t["labels"], **t, q_halt_logits=q, steps=steps)
-    for name in ("connectivity", "valid_route", "optimal", "exact", "path_f1", "valid", "excess", "cost_ratio",
-                 "q_halt_accuracy"):
+    for name in (
+        "connectivity",
+        "valid_route",
+        "optimal",
+        "exact",
+        "path_f1",
+        "valid",
+        "excess",
+        "cost_ratio",
+        "q_halt_accuracy",
+    ):
         assert m[name].min() == pytest.approx(1.0), name
     assert m["act_steps"].mean() == 4
     m = path_metrics(t["labels"], **t, q_halt_logits=-q)
@@ -163,8 +173,9 @@ def test_sums_combine_across_batches_like_one_batch(batch20):
     masks[::2] = batch20.labels[::2] == PATH
     pred = predictions_from_masks(batch20, masks)
     whole = means_from_sums(metric_sums(path_metrics(pred, **t)))
-    halves = [metric_sums(path_metrics(pred[s], **{k: v[s] for k, v in t.items()}))
-              for s in (slice(0, 20), slice(20, None))]
+    halves = [
+        metric_sums(path_metrics(pred[s], **{k: v[s] for k, v in t.items()})) for s in (slice(0, 20), slice(20, None))
+    ]
     combined = means_from_sums({k: halves[0][k] + halves[1][k] for k in halves[0]})
     for name, value in whole.items():
         assert combined[name] == pytest.approx(value), name
@@ -173,7 +184,9 @@ def test_sums_combine_across_batches_like_one_batch(batch20):
 
 def test_route_costs_inside_matches_reference(batch20, reference):
     allowed = torch.from_numpy(np.isfinite(batch20.costs))
-    dist = route_costs_inside(allowed, torch.from_numpy(batch20.costs), torch.from_numpy(batch20.start.astype(np.int64)))
+    dist = route_costs_inside(
+        allowed, torch.from_numpy(batch20.costs), torch.from_numpy(batch20.start.astype(np.int64))
+    )
     for i in range(5):
         expected = reference.distances_from(batch20.costs[i].astype(np.float64), 20, batch20.start[i])
         np.testing.assert_array_equal(dist[i].numpy(), expected.astype(np.float32))

@@ -7,8 +7,9 @@ from curriculum.adapters.storage import StorageError, check_storage, is_shared_u
 DEFAULT = "/runs/x/ray"
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/ray", "gs://bucket/a/b", "S3://Bucket/x", "abfss://c@acct/x",
-                                 "hdfs://namenode:8020/ray"])
+@pytest.mark.parametrize(
+    "uri", ["s3://bucket/ray", "gs://bucket/a/b", "S3://Bucket/x", "abfss://c@acct/x", "hdfs://namenode:8020/ray"]
+)
 def test_uris_with_a_scheme_pass_through_whatever_the_cluster(uri):
     assert check_storage(uri, ["10.0.0.1", "10.0.0.2", "10.0.0.3"], 8, local_default=DEFAULT) == uri
     assert check_storage(uri, ["10.0.0.1"], 1, local_default=DEFAULT, may_add_nodes=True) == uri

@@ -80,7 +80,10 @@ def test_file_tracker_writes_every_kind_of_record(tmp_path):
     root = tmp_path / "run" / "tracking"
 
     assert json.loads((root / "params.json").read_text()) == {"train.lr": 0.002, "model.name": "hrm", "train.seed": 3}
-    assert json.loads((root / "tags.json").read_text()) == {"curriculum.preset": "tiny", "curriculum.outcome": "finished"}
+    assert json.loads((root / "tags.json").read_text()) == {
+        "curriculum.preset": "tiny",
+        "curriculum.outcome": "finished",
+    }
     lines = _lines(root / "metrics.jsonl")
     assert [line["step"] for line in lines] == [0, 10, 20]
     assert lines[2]["metrics"] == {"train/loss": pytest.approx(1 / 21), "curriculum/stage": 2.0}
@@ -130,10 +133,12 @@ def test_replay_into_relogs_everything_in_order(tmp_path):
 
     assert target.of("params") == [("params", {"train.lr": 0.002, "model.name": "hrm", "train.seed": 3})]
     assert target.of("tags") == [("tags", {"curriculum.preset": "tiny", "curriculum.outcome": "finished"})]
-    assert [(c[2], c[1]["curriculum/stage"], c[3]) for c in target.of("metrics")] == \
-        [(line["step"], line["metrics"]["curriculum/stage"], line["time"]) for line in written]
+    assert [(c[2], c[1]["curriculum/stage"], c[3]) for c in target.of("metrics")] == [
+        (line["step"], line["metrics"]["curriculum/stage"], line["time"]) for line in written
+    ]
     assert sorted(target.of("artifact"), key=str) == sorted(
-        [("artifact", "png bytes", "routes.png", "routes"), ("artifact", "timeline", "timeline.png", None)], key=str)
+        [("artifact", "png bytes", "routes.png", "routes"), ("artifact", "timeline", "timeline.png", None)], key=str
+    )
     assert target.calls[-1] == ("finish", "FINISHED")
 
 
@@ -184,11 +189,18 @@ def test_flatten_config_uses_dotted_keys_for_dicts_and_lists():
         "path": Path("/x/y"),
     }
     assert flatten_config(config) == {
-        "train.lr": 1e-3, "train.grad_clip": None, "train.device": "cpu", "train.bf16": True,
-        "curriculum.stages.0.size": 10, "curriculum.stages.0.gate.threshold": 0.8,
-        "curriculum.stages.1.size": 20, "curriculum.stages.1.gate.threshold": 0.9,
-        "task.vehicle_mix.0": 1.0, "task.vehicle_mix.1": 0.5,
-        "empty.list": "[]", "empty.dict": "{}",
+        "train.lr": 1e-3,
+        "train.grad_clip": None,
+        "train.device": "cpu",
+        "train.bf16": True,
+        "curriculum.stages.0.size": 10,
+        "curriculum.stages.0.gate.threshold": 0.8,
+        "curriculum.stages.1.size": 20,
+        "curriculum.stages.1.gate.threshold": 0.9,
+        "task.vehicle_mix.0": 1.0,
+        "task.vehicle_mix.1": 0.5,
+        "empty.list": "[]",
+        "empty.dict": "{}",
         "path": "/x/y",
     }
     assert flatten_config({"lr": 1}, prefix="train") == {"train.lr": 1}
@@ -222,8 +234,12 @@ def test_multi_tracker_fans_out_and_raises_after_calling_every_tracker(tmp_path)
     multi.finish("FAILED")
 
     for tracker in (first, last):
-        assert tracker.calls == [("params", {"a": 1}), ("tags", {"t": "v"}),
-                                 ("metrics", {"train/loss": 1.0}, 7, None), ("finish", "FAILED")]
+        assert tracker.calls == [
+            ("params", {"a": 1}),
+            ("tags", {"t": "v"}),
+            ("metrics", {"train/loss": 1.0}, 7, None),
+            ("finish", "FAILED"),
+        ]
     assert _lines(tmp_path / "tracking" / "metrics.jsonl")[0]["step"] == 7
 
 
@@ -243,8 +259,14 @@ def test_tracking_modules_import_and_log_where_mlflow_is_not_installed(tmp_path)
         tracker.finish("FINISHED")
         print(mt.resolve_tracking_uri("sqlite:///a.db"))
     """)
-    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
-                            env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"sqlite:///{tmp_path.resolve()}/a.db"
     assert (tmp_path / "tracking" / "status.json").exists()

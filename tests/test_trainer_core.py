@@ -32,8 +32,15 @@ class FakeClock:
 def busy_state() -> TrainState:
     transition = Transition(step=40, action=Action.PROMOTE, from_stage=0, to_stage=1, metric="valid_route", value=0.75)
     scheduler = SchedulerState(stage=1, steps_in_stage=17, streak=1, collapse_streak=0, transitions=[transition])
-    return TrainState(step=57, elapsed=12.5, stage_marks=[(0, 0.0), (40, 9.25)], scheduler=scheduler,
-                      skipped_in_row=2, skipped_total=6, rng={"torch": torch.get_rng_state(), "cuda": None})
+    return TrainState(
+        step=57,
+        elapsed=12.5,
+        stage_marks=[(0, 0.0), (40, 9.25)],
+        scheduler=scheduler,
+        skipped_in_row=2,
+        skipped_total=6,
+        rng={"torch": torch.get_rng_state(), "cuda": None},
+    )
 
 
 def assert_same_state(a: TrainState, b: TrainState) -> None:
@@ -127,8 +134,11 @@ class TwoRanks:
 
 
 def run_as_rank_0_of_2(tmp_path, reduce: TwoRanks, *overrides: str):
-    config = build_config("smoke", None, ["train.eval_every=5", "tracking.images_per_eval=0",
-                                          "curriculum.stages.0.gate.threshold=1.0", *overrides])
+    config = build_config(
+        "smoke",
+        None,
+        ["train.eval_every=5", "tracking.images_per_eval=0", "curriculum.stages.0.gate.threshold=1.0", *overrides],
+    )
     ctx = WorkerContext(rank=0, world_size=2, all_reduce_sum=reduce, say=lambda line: None, interactive=False)
     return run_curriculum(config, ctx, NullTracker(), tmp_path)
 

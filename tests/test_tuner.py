@@ -18,13 +18,20 @@ pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outs
 
 def run_tuner(args, cwd, timeout=900):
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "tuners.penalties", *args], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "tuners.penalties", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
 
 
 def test_three_trial_search_with_early_stopping_nests_runs_and_writes_a_usable_best_config(tmp_path):
-    result = run_tuner(["--preset", "smoke", "--trials", "3", "--budget-steps", "120", "--grace-steps", "40",
-                        "--out", "out"], tmp_path)
+    result = run_tuner(
+        ["--preset", "smoke", "--trials", "3", "--budget-steps", "120", "--grace-steps", "40", "--out", "out"], tmp_path
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     out = tmp_path / "out"
     best = out / "best_config.yaml"
@@ -34,10 +41,13 @@ def test_three_trial_search_with_early_stopping_nests_runs_and_writes_a_usable_b
     parent = client.get_run(search["parent_run_id"])
     assert parent.info.status == "FINISHED"
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "search")} >= {
-        "search/best_config.yaml", "search/trial_scores.png"}
+        "search/best_config.yaml",
+        "search/trial_scores.png",
+    }
     assert any(k.startswith("best.penalties.") for k in parent.data.params)
-    children = client.search_runs([parent.info.experiment_id],
-                                  filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert len(children) == 3
     for child in children:
         assert child.info.status in ("FINISHED", "KILLED"), "no trial run may be left RUNNING"
@@ -50,22 +60,41 @@ def test_three_trial_search_with_early_stopping_nests_runs_and_writes_a_usable_b
     config = yaml.safe_load(best.read_text())
     assert config["preset"] == "smoke" and config["train"]["max_steps"] == 120
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
-    run = subprocess.run([sys.executable, "-m", "curriculum.run", "--config", str(best), "--backend", "local",
-                          "--run-dir", "again", "train.max_steps=20"], capture_output=True, text=True,
-                         cwd=tmp_path, env=env, timeout=300)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "curriculum.run",
+            "--config",
+            str(best),
+            "--backend",
+            "local",
+            "--run-dir",
+            "again",
+            "train.max_steps=20",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
 
 
-@pytest.mark.parametrize("override,needle", [
-    ("space.bogus=1", "space.bogus"),
-    ("space.ladders=['20-10']", "shrinks"),
-    ("space.ladders=['10-5']", "8..40"),
-    ("space.ladders=[]", "ladder"),
-    ("space.gate_threshold=[0.9, 0.5]", "gate_threshold"),
-    ("space.penalty_exponents.sparsity=[1, -1]", "sparsity"),
-    ("space.penalty_exponents.gravity=[0, 1]", "gravity"),
-    ("train.lr=-3", "train.lr"),
-])
+@pytest.mark.parametrize(
+    "override,needle",
+    [
+        ("space.bogus=1", "space.bogus"),
+        ("space.ladders=['20-10']", "shrinks"),
+        ("space.ladders=['10-5']", "8..40"),
+        ("space.ladders=[]", "ladder"),
+        ("space.gate_threshold=[0.9, 0.5]", "gate_threshold"),
+        ("space.penalty_exponents.sparsity=[1, -1]", "sparsity"),
+        ("space.penalty_exponents.gravity=[0, 1]", "gravity"),
+        ("train.lr=-3", "train.lr"),
+    ],
+)
 def test_bad_search_space_overrides_exit_2_naming_the_key(tmp_path, override, needle):
     result = run_tuner(["--preset", "smoke", "--trials", "2", override], tmp_path, timeout=120)
     assert result.returncode == 2, result.stderr
@@ -82,8 +111,13 @@ def test_trials_must_be_positive(tmp_path):
 def test_a_sample_becomes_a_valid_run_config():
     space = default_space("tiny")
     base = build_config("tiny").model_dump(mode="json")
-    point = {"penalties": {"path_class": 0.0, "sparsity": -3.0, "budget": -1.0, "coverage": 0.5, "connectivity": -2.4},
-             "gate_threshold": 0.85, "gate_patience": 3, "ladder": "10-15-20-25-30-35-40", "replay": 0.2}
+    point = {
+        "penalties": {"path_class": 0.0, "sparsity": -3.0, "budget": -1.0, "coverage": 0.5, "connectivity": -2.4},
+        "gate_threshold": 0.85,
+        "gate_patience": 3,
+        "ladder": "10-15-20-25-30-35-40",
+        "replay": 0.2,
+    }
     config = apply_point(base, point, space, budget_steps=500)
     assert [s.size for s in config.curriculum.stages] == [10, 15, 20, 25, 30, 35, 40]
     first, later = config.curriculum.stages[0], config.curriculum.stages[3]
@@ -117,10 +151,28 @@ def test_interrupted_search_resumes_with_optuna(tmp_path):
     import time
 
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
-    args = ["--preset", "smoke", "--trials", "2", "--search", "optuna", "--budget-steps", "80",
-            "--grace-steps", "40", "--out", "out"]
-    proc = subprocess.Popen([sys.executable, "-m", "tuners.penalties", *args], cwd=tmp_path, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        "--preset",
+        "smoke",
+        "--trials",
+        "2",
+        "--search",
+        "optuna",
+        "--budget-steps",
+        "80",
+        "--grace-steps",
+        "40",
+        "--out",
+        "out",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuners.penalties", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     trials = tmp_path / "out" / "trials"
     deadline = time.time() + 300
     try:

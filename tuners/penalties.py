@@ -26,8 +26,8 @@ if __package__ in (None, ""):  # run as `python tuners/penalties.py`
 import yaml
 from pydantic import ValidationError
 
-from curriculum.core.overrides import apply_override, build_config, parse_override
 from curriculum.adapters.tracking import flatten_config
+from curriculum.core.overrides import apply_override, build_config, parse_override
 from oracle.cli_errors import OneLineParser, UsageError, describe_validation_error, run_cli
 from tuners.space import SearchSpace, apply_point, default_space
 
@@ -46,8 +46,12 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--resume", type=Path, metavar="DIR", help="continue an interrupted search")
     parser.add_argument("--out", type=Path, help="output directory (default tune/<preset>-<time>)")
     parser.add_argument("--address", help="Ray cluster address (default RAY_ADDRESS or a new local instance)")
-    parser.add_argument("overrides", nargs="*", metavar="key.path=value",
-                        help="space.<field>=... changes the search space, anything else the base config")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key.path=value",
+        help="space.<field>=... changes the search space, anything else the base config",
+    )
     return parser
 
 
@@ -63,8 +67,10 @@ def resolve_search(args) -> dict[str, Any]:
     for text in space_overrides:
         path, value = parse_override(text)
         if path[1] not in SearchSpace.model_fields:
-            raise UsageError(f"{'.'.join(path)}: unknown search-space field (known: "
-                             f"{', '.join('space.' + f for f in SearchSpace.model_fields)})")
+            raise UsageError(
+                f"{'.'.join(path)}: unknown search-space field (known: "
+                f"{', '.join('space.' + f for f in SearchSpace.model_fields)})"
+            )
         apply_override(raw_space, path[1:], value)
     try:
         space = SearchSpace.model_validate(raw_space)
@@ -76,17 +82,28 @@ def resolve_search(args) -> dict[str, Any]:
     grace = args.grace_steps or max(base.train.eval_every, budget // 4)
     # Every ladder must make a valid run: check them all now rather than in a trial.
     for ladder in space.ladders:
-        point = {"penalties": {k: v[1] for k, v in space.penalty_exponents.items()}, "ladder": ladder,
-                 "gate_threshold": space.gate_threshold[1], "gate_patience": space.gate_patience[1],
-                 "replay": space.replay[1]}
+        point = {
+            "penalties": {k: v[1] for k, v in space.penalty_exponents.items()},
+            "ladder": ladder,
+            "gate_threshold": space.gate_threshold[1],
+            "gate_patience": space.gate_patience[1],
+            "replay": space.replay[1],
+        }
         try:
             apply_point(base.model_dump(mode="json"), point, space, budget)
         except ValidationError as exc:
             raise UsageError(f"space.ladders {ladder!r}: {describe_validation_error(exc)}") from None
     _searcher(args.search)  # an unavailable search algorithm is a usage error, found before anything starts
-    return {"preset": preset, "base": base.model_dump(mode="json"), "space": space.model_dump(mode="json"),
-            "budget_steps": budget, "grace_steps": grace, "trials": args.trials, "search": args.search,
-            "experiment": base.tracking.experiment}
+    return {
+        "preset": preset,
+        "base": base.model_dump(mode="json"),
+        "space": space.model_dump(mode="json"),
+        "budget_steps": budget,
+        "grace_steps": grace,
+        "trials": args.trials,
+        "search": args.search,
+        "experiment": base.tracking.experiment,
+    }
 
 
 def _searcher(kind: str):
@@ -100,19 +117,24 @@ def _searcher(kind: str):
 
 
 def _trial_table(rows: list[dict]) -> str:
-    header = f"{'#':>2} | {'trial':<12} | {'status':<9} | {'ladder':<22} | {'score':>6} | {'stage':>5} | " \
-             f"{'steps':>6} | {'valid_route':>11} | penalties (path_class, sparsity, budget, coverage, connectivity)"
+    header = (
+        f"{'#':>2} | {'trial':<12} | {'status':<9} | {'ladder':<22} | {'score':>6} | {'stage':>5} | "
+        f"{'steps':>6} | {'valid_route':>11} | penalties (path_class, sparsity, budget, coverage, connectivity)"
+    )
     lines = [header, "-" * len(header)]
     for i, row in enumerate(rows, 1):
         weights = ", ".join(f"{w:.3g}" for w in row["penalties"])
-        lines.append(f"{i:>2} | {row['trial']:<12} | {row['status']:<9} | {row['ladder']:<22} | "
-                     f"{row['score']:>6.3f} | {row['stage']:>5} | {row['steps']:>6} | {row['valid_route']:>11.3f} | "
-                     f"{weights}")
+        lines.append(
+            f"{i:>2} | {row['trial']:<12} | {row['status']:<9} | {row['ladder']:<22} | "
+            f"{row['score']:>6.3f} | {row['stage']:>5} | {row['steps']:>6} | {row['valid_route']:>11.3f} | "
+            f"{weights}"
+        )
     return "\n".join(lines)
 
 
 def rank_trials(rows: list[dict]) -> list[dict]:
     """Best first: furthest stage reached, then the fewest steps to reach it, then the highest score."""
+
     def key(row: dict):
         reached = int(math.floor(row["score"] + 1e-9))
         return (-reached, row["steps_to_reach"], -row["score"])
@@ -136,13 +158,20 @@ def summarize(result, space: SearchSpace, out_dir: Path) -> dict:
     trial_id = str(metrics.get("trial_id", "?"))
     completed = (out_dir / "trials" / trial_id / "outcome.json").is_file()
     return {
-        "trial": trial_id, "point": point, "history": history, "score": score,
-        "steps_to_reach": steps_to_reach, "stage": int(metrics.get("stage", 0)),
-        "steps": int(metrics.get("step", 0)), "valid_route": float(metrics.get("eval/valid_route", float("nan"))),
+        "trial": trial_id,
+        "point": point,
+        "history": history,
+        "score": score,
+        "steps_to_reach": steps_to_reach,
+        "stage": int(metrics.get("stage", 0)),
+        "steps": int(metrics.get("step", 0)),
+        "valid_route": float(metrics.get("eval/valid_route", float("nan"))),
         "status": "error" if result.error else ("completed" if completed else "stopped"),
         "ladder": point.get("ladder", "?"),
-        "penalties": [weight_from_exponent(point.get("penalties", {}).get(name, -99.0), space.off_below)
-                      for name in space.penalty_exponents],
+        "penalties": [
+            weight_from_exponent(point.get("penalties", {}).get(name, -99.0), space.off_below)
+            for name in space.penalty_exponents
+        ],
     }
 
 
@@ -156,8 +185,12 @@ def _search(args, search: dict, space: SearchSpace, out_dir: Path) -> list[dict]
     from tuners.trials import TrialRunStatus, run_trial
 
     if not ray.is_initialized():
-        ray.init(address=args.address or os.environ.get("RAY_ADDRESS") or "local", logging_level="WARNING",
-                 log_to_driver=False, include_dashboard=False)
+        ray.init(
+            address=args.address or os.environ.get("RAY_ADDRESS") or "local",
+            logging_level="WARNING",
+            log_to_driver=False,
+            include_dashboard=False,
+        )
     base_scaling = search["base"]["scaling"]
     # The trial function only drives its TorchTrainer (a sliver of a CPU); its workers hold the real CPUs.
     per_trial = base_scaling["num_workers"] * base_scaling["cpus_per_worker"] + TRIAL_DRIVER_CPU
@@ -170,12 +203,21 @@ def _search(args, search: dict, space: SearchSpace, out_dir: Path) -> list[dict]
             trainable,
             param_space=param_space(space),
             tune_config=tune.TuneConfig(
-                metric="score", mode="max", num_samples=search["trials"], search_alg=_searcher(search["search"]),
-                scheduler=ASHAScheduler(time_attr="step", max_t=search["budget_steps"],
-                                        grace_period=search["grace_steps"], reduction_factor=2),
-                max_concurrent_trials=concurrent),
-            run_config=tune.RunConfig(name="tune", storage_path=str(out_dir), verbose=0,
-                                      callbacks=[TrialRunStatus(out_dir)]),
+                metric="score",
+                mode="max",
+                num_samples=search["trials"],
+                search_alg=_searcher(search["search"]),
+                scheduler=ASHAScheduler(
+                    time_attr="step",
+                    max_t=search["budget_steps"],
+                    grace_period=search["grace_steps"],
+                    reduction_factor=2,
+                ),
+                max_concurrent_trials=concurrent,
+            ),
+            run_config=tune.RunConfig(
+                name="tune", storage_path=str(out_dir), verbose=0, callbacks=[TrialRunStatus(out_dir)]
+            ),
         )
     grid = tuner.fit()
     return rank_trials([summarize(result, space, out_dir) for result in grid])
@@ -206,15 +248,30 @@ def main(argv: Optional[list[str]] = None) -> int:
     out_dir = out_dir.absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.resume is None:
-        parent = create_run(uri, search["experiment"], f"search-{out_dir.name}",
-                            {"tune.search": search["search"], "tune.trials": str(search["trials"]),
-                             "curriculum.preset": search["preset"], "tune.out_dir": str(out_dir)})
+        parent = create_run(
+            uri,
+            search["experiment"],
+            f"search-{out_dir.name}",
+            {
+                "tune.search": search["search"],
+                "tune.trials": str(search["trials"]),
+                "curriculum.preset": search["preset"],
+                "tune.out_dir": str(out_dir),
+            },
+        )
         search.update({"tracking_uri": uri, "parent_run_id": parent, "out_dir": str(out_dir)})
         (out_dir / "search.json").write_text(json.dumps(search, indent=2))
-        MlflowTracker(uri, parent).log_params({"tune.budget_steps": search["budget_steps"],
-                                               "tune.trials": search["trials"], "tune.search": search["search"]})
-        print(f"search {parent}: {search['trials']} trials of {search['preset']}, {search['budget_steps']} steps "
-              f"each, in {out_dir}; MLflow {uri}")
+        MlflowTracker(uri, parent).log_params(
+            {
+                "tune.budget_steps": search["budget_steps"],
+                "tune.trials": search["trials"],
+                "tune.search": search["search"],
+            }
+        )
+        print(
+            f"search {parent}: {search['trials']} trials of {search['preset']}, {search['budget_steps']} steps "
+            f"each, in {out_dir}; MLflow {uri}"
+        )
     else:
         reopen_run(uri, search["parent_run_id"])
         print(f"resuming search {search['parent_run_id']} in {out_dir}")
@@ -235,8 +292,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     best = next((row for row in rows if row["status"] != "error"), None)
     print(_trial_table(rows))
     tracker = MlflowTracker(uri, parent)
-    plot = render_scores({row["trial"]: row["history"] for row in rows}, out_dir / "trial_scores.png",
-                         best=best["trial"] if best else None)
+    plot = render_scores(
+        {row["trial"]: row["history"] for row in rows},
+        out_dir / "trial_scores.png",
+        best=best["trial"] if best else None,
+    )
     tracker.log_artifact(plot, "search")
     if best is None:
         tracker.finish("FAILED")
@@ -250,8 +310,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     tracker.set_tags({"tune.best_trial": best["trial"], "tune.best_score": f"{best['score']:.3f}"})
     tracker.log_metrics({"tune/best_score": best["score"]}, step=0)
     tracker.finish("FINISHED")
-    print(f"best trial {best['trial']}: score {best['score']:.3f}\nbest config: {best_path}\n"
-          f"run it: python -m curriculum.run --config {best_path}\nscores: {plot}")
+    print(
+        f"best trial {best['trial']}: score {best['score']:.3f}\nbest config: {best_path}\n"
+        f"run it: python -m curriculum.run --config {best_path}\nscores: {plot}"
+    )
     return 0
 
 

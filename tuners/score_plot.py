@@ -10,8 +10,9 @@ from matplotlib.figure import Figure
 from curriculum.adapters.atomic_file import atomic_write
 
 
-def render_scores(histories: dict[str, list[tuple[int, float]]], path: Path, best: str | None = None,
-                  stage_count: int | None = None) -> Path:
+def render_scores(
+    histories: dict[str, list[tuple[int, float]]], path: Path, best: str | None = None, stage_count: int | None = None
+) -> Path:
     """One line per trial (step -> score); the best trial drawn bold. Written atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -23,8 +24,15 @@ def render_scores(histories: dict[str, list[tuple[int, float]]], path: Path, bes
             continue
         steps, scores = zip(*sorted(points))
         bold = name == best
-        axes.plot(steps, scores, marker="o", markersize=3 if not bold else 5, linewidth=2.8 if bold else 1.2,
-                  alpha=1.0 if bold else 0.7, label=f"{name} (best)" if bold else name)
+        axes.plot(
+            steps,
+            scores,
+            marker="o",
+            markersize=3 if not bold else 5,
+            linewidth=2.8 if bold else 1.2,
+            alpha=1.0 if bold else 0.7,
+            label=f"{name} (best)" if bold else name,
+        )
     if stage_count:
         for k in range(1, stage_count + 1):
             axes.axhline(k, color="grey", linewidth=0.6, linestyle=":")

@@ -12,8 +12,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from curriculum.core.config import RunConfig
-from routing.losses import PENALTY_TERMS
 from oracle.spec import MAX_SIZE, MIN_SIZE
+from routing.losses import PENALTY_TERMS
 
 LADDERS = {
     "smoke": ["8-10", "8-9-10", "10"],
@@ -60,7 +60,7 @@ class SearchSpace(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _ranges(self) -> "SearchSpace":
+    def _ranges(self) -> SearchSpace:
         for name in ("gate_threshold", "gate_patience", "replay"):
             lo, hi = getattr(self, name)
             if lo > hi:
@@ -114,14 +114,18 @@ def apply_point(base: dict, point: dict, space: SearchSpace, budget_steps: int) 
     """
     raw = copy.deepcopy(base)
     template = raw["curriculum"]["stages"][0]
-    penalties = {name: weight_from_exponent(float(exp), space.off_below)
-                 for name, exp in point.get("penalties", {}).items()}
+    penalties = {
+        name: weight_from_exponent(float(exp), space.off_below) for name, exp in point.get("penalties", {}).items()
+    }
     stages = []
     for i, size in enumerate(parse_ladder(point["ladder"])):
         stage = copy.deepcopy(template)
         stage["size"] = size
-        stage["gate"] = {**stage.get("gate", {}), "threshold": float(point["gate_threshold"]),
-                         "patience": int(point["gate_patience"])}
+        stage["gate"] = {
+            **stage.get("gate", {}),
+            "threshold": float(point["gate_threshold"]),
+            "patience": int(point["gate_patience"]),
+        }
         stage["penalties"] = {**stage.get("penalties", {}), **penalties}
         stage["replay"] = 0.0 if i == 0 else float(point["replay"])
         stages.append(stage)

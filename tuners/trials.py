@@ -31,18 +31,28 @@ def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
     trial_id = tune.get_context().get_trial_id()
     run_dir = Path(search["out_dir"]) / "trials" / trial_id
     run_dir.mkdir(parents=True, exist_ok=True)
-    run_id = create_run(search["tracking_uri"], search["experiment"], f"trial-{trial_id}",
-                        {"mlflow.parentRunId": search["parent_run_id"], "tune.trial_id": trial_id,
-                         "curriculum.preset": config.preset})
+    run_id = create_run(
+        search["tracking_uri"],
+        search["experiment"],
+        f"trial-{trial_id}",
+        {"mlflow.parentRunId": search["parent_run_id"], "tune.trial_id": trial_id, "curriculum.preset": config.preset},
+    )
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
-    (run_dir / "run.json").write_text(json.dumps({"run_id": run_id, "tracking_uri": search["tracking_uri"],
-                                                  "point": point}, indent=2))
+    (run_dir / "run.json").write_text(
+        json.dumps({"run_id": run_id, "tracking_uri": search["tracking_uri"], "point": point}, indent=2)
+    )
     MlflowTracker(search["tracking_uri"], run_id).log_params(
-        {f"search.{k}": v for k, v in flatten_config(point).items()})
+        {f"search.{k}": v for k, v in flatten_config(point).items()}
+    )
     # No restarts: a failed trial is Tune's to report, not to retry.
     job = TrainJob(config=config, run_dir=run_dir, run_id=run_id, tracking_uri=search["tracking_uri"])
-    trainer = build_trainer(job, name=f"train-{trial_id}", storage_path=str(Path(search["out_dir"]) / "ray-train"),
-                            max_failures=0, callbacks=[TuneReportCallback()])
+    trainer = build_trainer(
+        job,
+        name=f"train-{trial_id}",
+        storage_path=str(Path(search["out_dir"]) / "ray-train"),
+        max_failures=0,
+        callbacks=[TuneReportCallback()],
+    )
     try:
         trainer.fit()
     finally:

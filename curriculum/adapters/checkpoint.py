@@ -14,9 +14,10 @@ from __future__ import annotations
 import re
 import shutil
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, Iterator, Optional
+from typing import TYPE_CHECKING, Any, BinaryIO, Optional
 
 import torch
 
@@ -137,7 +138,7 @@ def restoring(path: Path) -> Iterator[None]:
         raise CheckpointError(f"checkpoint {path} does not fit this run: {reason}") from None
 
 
-def check_model_fits(path: Path, state: dict[str, Any], model_config: "ModelConfig") -> None:
+def check_model_fits(path: Path, state: dict[str, Any], model_config: ModelConfig) -> None:
     """CheckpointError naming ``path`` unless its weights fit the model of ``model_config``.
 
     The model is built on the meta device: shapes only, no memory and no arithmetic, so a run can be

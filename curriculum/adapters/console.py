@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import sys
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from curriculum.core.config import StageConfig
 
@@ -25,8 +26,14 @@ class StageProgress:
 
             self.close()
             size = self.stages[stage].size
-            self._bar = tqdm(total=self.stages[stage].max_steps, desc=f"stage {stage} {size}x{size}",
-                             unit="step", file=sys.stderr, leave=False, dynamic_ncols=True)
+            self._bar = tqdm(
+                total=self.stages[stage].max_steps,
+                desc=f"stage {stage} {size}x{size}",
+                unit="step",
+                file=sys.stderr,
+                leave=False,
+                dynamic_ncols=True,
+            )
             self._stage = stage
         self._bar.n = steps_in_stage
         self._bar.refresh() if steps_in_stage % 10 == 0 else None

@@ -12,8 +12,9 @@ import os
 import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import TYPE_CHECKING, Optional
 from urllib.parse import urlparse
 
 from curriculum.adapters.tracking import check_status
@@ -34,9 +35,16 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RE
 LOST_METRICS_TAG = "tracking.lost_metrics"
 
 # Errors the server answers with for a request that will never succeed: retrying them is pointless.
-_PERMANENT_ERRORS = {"INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS",
-                     "INVALID_STATE", "BAD_REQUEST", "PERMISSION_DENIED", "UNAUTHENTICATED",
-                     "CUSTOMER_UNAUTHORIZED"}
+_PERMANENT_ERRORS = {
+    "INVALID_PARAMETER_VALUE",
+    "RESOURCE_DOES_NOT_EXIST",
+    "RESOURCE_ALREADY_EXISTS",
+    "INVALID_STATE",
+    "BAD_REQUEST",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "CUSTOMER_UNAUTHORIZED",
+}
 
 
 def resolve_tracking_uri(configured: Optional[str]) -> str:
@@ -50,10 +58,12 @@ def resolve_tracking_uri(configured: Optional[str]) -> str:
         return "sqlite:///" + str(Path("mlflow.db").absolute())
     scheme = urlparse(uri).scheme
     if scheme in ("", "file"):
-        raise ValueError(f"{uri!r} is a file store, which is not supported with MLflow 3; "
-                         "use sqlite:///path/to/mlflow.db or http(s)://host:port")
+        raise ValueError(
+            f"{uri!r} is a file store, which is not supported with MLflow 3; "
+            "use sqlite:///path/to/mlflow.db or http(s)://host:port"
+        )
     if scheme == "sqlite":
-        path, sep, query = uri[len("sqlite:///"):].partition("?")
+        path, sep, query = uri[len("sqlite:///") :].partition("?")
         if uri.startswith("sqlite:///") and path and not path.startswith("/"):
             return "sqlite:///" + str(Path(path).absolute()) + sep + query
     return uri
@@ -63,11 +73,11 @@ def sqlite_path(uri: str) -> Optional[Path]:
     """The database file of a ``sqlite:///`` URI (None for other URIs and in-memory databases)."""
     if not uri.startswith("sqlite:///"):
         return None
-    path = uri[len("sqlite:///"):].partition("?")[0]
+    path = uri[len("sqlite:///") :].partition("?")[0]
     return Path(path) if path else None
 
 
-def make_client(uri: str) -> "MlflowClient":
+def make_client(uri: str) -> MlflowClient:
     """An ``MlflowClient`` for ``uri``; for http(s) with short timeouts unless the environment sets them."""
     if urlparse(uri).scheme in ("http", "https"):
         for name, value in HTTP_DEFAULTS.items():
@@ -98,7 +108,7 @@ def create_run(uri: str, experiment: str, run_name: Optional[str], tags: Optiona
     return run.info.run_id
 
 
-def _client_on_ready_store(uri: str) -> "MlflowClient":
+def _client_on_ready_store(uri: str) -> MlflowClient:
     """A client whose store is open; opening a SQLite store is serialised across processes.
 
     Opening a new ``mlflow.db`` creates its tables and runs MLflow's schema migrations. Two runs
@@ -124,7 +134,7 @@ def _artifact_location(uri: str) -> Optional[str]:
     return (db.absolute().parent / "mlartifacts").as_uri() if db is not None else None
 
 
-def find_run(uri: str, run_id: str) -> Optional["Run"]:
+def find_run(uri: str, run_id: str) -> Optional[Run]:
     """The run, or None when the store has no run with that id."""
     from mlflow.exceptions import MlflowException
 
@@ -172,8 +182,16 @@ class MlflowTracker:
     are counted in ``lost_metrics``, reported as the run tag ``tracking.lost_metrics`` and on stderr.
     """
 
-    def __init__(self, uri: str, run_id: str, *, attempts: int = 3, backoff_s: float = 0.25,
-                 retry_interval_s: float = 10.0, max_queued: int = 100_000) -> None:
+    def __init__(
+        self,
+        uri: str,
+        run_id: str,
+        *,
+        attempts: int = 3,
+        backoff_s: float = 0.25,
+        retry_interval_s: float = 10.0,
+        max_queued: int = 100_000,
+    ) -> None:
         self.uri, self.run_id = uri, run_id
         self.attempts, self.backoff_s = max(1, attempts), backoff_s
         self.retry_interval_s, self.max_queued = retry_interval_s, max_queued
@@ -197,7 +215,7 @@ class MlflowTracker:
 
         items = [Param(str(k), "None" if v is None else str(v)) for k, v in params.items()]
         for i in range(0, len(items), PARAMS_PER_BATCH):
-            self._queue.append(("params", items[i:i + PARAMS_PER_BATCH], 0))
+            self._queue.append(("params", items[i : i + PARAMS_PER_BATCH], 0))
         self._deliver()
 
     def log_metrics(self, metrics: dict[str, float], step: int, timestamp: Optional[float] = None) -> None:
@@ -206,7 +224,7 @@ class MlflowTracker:
         millis = int((time.time() if timestamp is None else timestamp) * 1000)
         items = [Metric(str(k), float(v), millis, int(step)) for k, v in metrics.items()]
         for i in range(0, len(items), METRICS_PER_BATCH):
-            chunk = items[i:i + METRICS_PER_BATCH]
+            chunk = items[i : i + METRICS_PER_BATCH]
             self._queue.append(("metrics", chunk, len(chunk)))
         self._deliver()
         self._trim_queue()  # only what could not be delivered counts against the limit
@@ -216,7 +234,7 @@ class MlflowTracker:
 
         items = [RunTag(str(k), str(v)) for k, v in tags.items()]
         for i in range(0, len(items), PARAMS_PER_BATCH):
-            self._queue.append(("tags", items[i:i + PARAMS_PER_BATCH], 0))
+            self._queue.append(("tags", items[i : i + PARAMS_PER_BATCH], 0))
         self._deliver()
 
     def log_artifact(self, path: Path, artifact_path: Optional[str] = None) -> None:
@@ -271,6 +289,7 @@ class MlflowTracker:
 
     def _send(self, kind: str, payload: object, tries: int) -> str:
         """``ok``, ``rejected`` (permanent error, dropped) or ``retry`` (transient error, keep queued)."""
+
         def call() -> None:
             if kind == "metrics":
                 self.client.log_batch(self.run_id, metrics=payload, synchronous=True)
@@ -295,7 +314,7 @@ class MlflowTracker:
                     _warn(f"MLflow refused to log {kind}: {_first_line(exc)}")
                     return "rejected"
                 if attempt + 1 < tries:
-                    time.sleep(self.backoff_s * 2 ** attempt)
+                    time.sleep(self.backoff_s * 2**attempt)
         return "retry"
 
     def _call(self, fn: Callable[[], object], what: str) -> bool:
@@ -308,7 +327,7 @@ class MlflowTracker:
                 if _is_permanent(exc) or attempt + 1 == self.attempts:
                     _warn(f"could not {what} in MLflow: {_first_line(exc)}")
                     return False
-                time.sleep(self.backoff_s * 2 ** attempt)
+                time.sleep(self.backoff_s * 2**attempt)
         return False
 
     def _trim_queue(self) -> None:
@@ -337,8 +356,10 @@ class MlflowTracker:
             _warn(f"lost {points} metric points ({why}); {self.lost_metrics} lost in this run so far")
 
     def _report_lost(self) -> None:
-        if self._call(lambda: self.client.set_tag(self.run_id, LOST_METRICS_TAG, str(self.lost_metrics)),
-                      f"set the tag {LOST_METRICS_TAG}"):
+        if self._call(
+            lambda: self.client.set_tag(self.run_id, LOST_METRICS_TAG, str(self.lost_metrics)),
+            f"set the tag {LOST_METRICS_TAG}",
+        ):
             self._reported_lost = self.lost_metrics
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 from matplotlib import patheffects
@@ -107,7 +108,7 @@ def _outline_segments(mask: np.ndarray) -> np.ndarray:
         ((0, -1), ((-0.5, -0.5), (-0.5, 0.5))),
         ((0, 1), ((0.5, -0.5), (0.5, 0.5))),
     ):
-        neighbour = padded[1 + dr:padded.shape[0] - 1 + dr, 1 + dc:padded.shape[1] - 1 + dc]
+        neighbour = padded[1 + dr : padded.shape[0] - 1 + dr, 1 + dc : padded.shape[1] - 1 + dc]
         rows, cols = np.nonzero(mask & ~neighbour)
         segments.append(np.stack([np.stack([cols + x0, rows + y0], -1), np.stack([cols + x1, rows + y1], -1)], 1))
     return np.concatenate(segments).astype(float)
@@ -155,8 +156,10 @@ def render_routes(
     ncols = min(k, PANELS_PER_ROW)
     nrows = math.ceil(k / PANELS_PER_ROW)
     legend_rows = 3 if ncols * panel < 7 else 2
-    fig = Figure(figsize=(ncols * panel, nrows * (panel + 0.45) + 0.25 * legend_rows + (0.3 if title else 0.05)),
-                 layout="constrained")
+    fig = Figure(
+        figsize=(ncols * panel, nrows * (panel + 0.45) + 0.25 * legend_rows + (0.3 if title else 0.05)),
+        layout="constrained",
+    )
     axes = fig.subplots(nrows, ncols, squeeze=False)
     font = float(np.clip(cell_pt * 0.95, 8.0, 12.0))  # may spill over neighbours; the white halo keeps it legible
     outline = patheffects.withStroke(linewidth=2.5, foreground="white")
@@ -171,8 +174,12 @@ def render_routes(
         predicted = (predictions[i] == PATH).reshape(n, n)
         legal = np.isfinite(costs[i]).reshape(n, n)
         label_route = (labels[i] == PATH).reshape(n, n)
-        ax.imshow(_cell_image(terrain, predicted, legal), extent=(-0.5, n - 0.5, n - 0.5, -0.5),
-                  interpolation="nearest", origin="upper")
+        ax.imshow(
+            _cell_image(terrain, predicted, legal),
+            extent=(-0.5, n - 0.5, n - 0.5, -0.5),
+            interpolation="nearest",
+            origin="upper",
+        )
         present.update(f"terrain{t}" for t in np.unique(terrain) if t in TERRAIN_COLOURS)
         if (predicted & legal).any():
             present.add("legal")
@@ -185,18 +192,43 @@ def render_routes(
             rows, cols = np.nonzero(traffic == code)
             if rows.size:
                 present.add(key)
-                ax.scatter(cols, rows, s=mark, marker=marker, c=colour, linewidths=max(0.8, cell_pt / 10),
-                           edgecolors="white" if marker == "^" else None, zorder=3)
+                ax.scatter(
+                    cols,
+                    rows,
+                    s=mark,
+                    marker=marker,
+                    c=colour,
+                    linewidths=max(0.8, cell_pt / 10),
+                    edgecolors="white" if marker == "^" else None,
+                    zorder=3,
+                )
 
         if label_route.any():
             present.add("label")
-            ax.add_collection(LineCollection(_outline_segments(label_route), colors=LABEL_COLOUR,
-                                             linewidths=max(1.2, cell_pt / 7), capstyle="projecting", zorder=4))
+            ax.add_collection(
+                LineCollection(
+                    _outline_segments(label_route),
+                    colors=LABEL_COLOUR,
+                    linewidths=max(1.2, cell_pt / 7),
+                    capstyle="projecting",
+                    zorder=4,
+                )
+            )
 
         for cell, letter in ((start[i], "S"), (end[i], "E")):
             r, c = divmod(int(cell), n)
-            ax.text(c, r, letter, ha="center", va="center", fontsize=font, fontweight="bold", color="black",
-                    path_effects=[outline], zorder=5)
+            ax.text(
+                c,
+                r,
+                letter,
+                ha="center",
+                va="center",
+                fontsize=font,
+                fontweight="bold",
+                color="black",
+                path_effects=[outline],
+                zorder=5,
+            )
 
         ax.set_xlim(-0.5, n - 0.5)
         ax.set_ylim(n - 0.5, -0.5)
@@ -208,8 +240,10 @@ def render_routes(
         ax.set_title(f"#{i} {_vehicle_name(inputs[i, start[i]])}: {verdicts[i]}\n{detail}", fontsize=10)
 
     # The legend lists only what is drawn, so a colour in the picture always means that thing is there.
-    entries = [(f"terrain{t}", Patch(facecolor=TERRAIN_COLOURS[t], edgecolor="#888888", label=TERRAIN_LABELS[t]))
-               for t in (OBSTACLE, SMALL, LARGE, DIAGONAL)]
+    entries = [
+        (f"terrain{t}", Patch(facecolor=TERRAIN_COLOURS[t], edgecolor="#888888", label=TERRAIN_LABELS[t]))
+        for t in (OBSTACLE, SMALL, LARGE, DIAGONAL)
+    ]
     entries += [
         ("jam", Line2D([], [], ls="", marker="^", color=JAM_COLOUR, mec="white", ms=8, label="jam")),
         ("closed", Line2D([], [], ls="", marker="x", color=CLOSED_COLOUR, mew=1.5, ms=7, label="closed")),
@@ -219,8 +253,15 @@ def render_routes(
     ]
     handles = [h for key, h in entries if key in present]
     handles.append(Line2D([], [], ls="", marker="$S$", color="black", ms=8, label="start / end (S, E)"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=math.ceil(len(handles) / legend_rows),
-               fontsize=9, frameon=False, handlelength=1.4, columnspacing=1.2)
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncol=math.ceil(len(handles) / legend_rows),
+        fontsize=9,
+        frameon=False,
+        handlelength=1.4,
+        columnspacing=1.2,
+    )
     if title:
         fig.suptitle(title, fontsize=12)
     return _save_atomic(fig, path)
@@ -260,8 +301,10 @@ def render_timeline(
     if total_steps <= 0:
         raise ValueError(f"total_steps must be positive, got {total_steps}")
     records = sorted(
-        ({f: _field(t, f) for f in ("step", "action", "from_stage", "to_stage", "metric", "value")}
-         for t in transitions),
+        (
+            {f: _field(t, f) for f in ("step", "action", "from_stage", "to_stage", "metric", "value")}
+            for t in transitions
+        ),
         key=lambda r: r["step"],
     )
     for r in records:
@@ -293,8 +336,9 @@ def render_timeline(
     # Extra room on top: the three-line labels of the highest stage must stay inside the axes.
     ax.set_ylim(min(sizes) - max(2.0, 0.18 * span), max(sizes) + max(3.0, 0.4 * span))
     unique = sorted(set(sizes))
-    ax.set_yticks(unique, [f"{s}×{s} (stage {', '.join(str(i) for i, z in enumerate(sizes) if z == s)})"
-                           for s in unique])
+    ax.set_yticks(
+        unique, [f"{s}×{s} (stage {', '.join(str(i) for i, z in enumerate(sizes) if z == s)})" for s in unique]
+    )
     ax.set_xlabel("training step")
     ax.set_ylabel("grid size")
     ax.grid(axis="y", color="#dddddd", linewidth=0.8)
@@ -304,29 +348,56 @@ def render_timeline(
     for r in records:
         marker, colour, text = ACTION_STYLE[r["action"]]
         y = sizes[r["to_stage"]]
-        ax.plot([r["step"]], [y], ls="", marker=marker, color=colour, ms=12 if marker == "*" else 10,
-                mec="black", mew=0.6, zorder=4)
+        ax.plot(
+            [r["step"]],
+            [y],
+            ls="",
+            marker=marker,
+            color=colour,
+            ms=12 if marker == "*" else 10,
+            mec="black",
+            mew=0.6,
+            zorder=4,
+        )
         if r["action"] not in seen:
             seen.add(r["action"])
             handles.append(Line2D([], [], ls="", marker=marker, color=colour, mec="black", mew=0.6, ms=9, label=text))
         value = r["value"]
         shown = f"{value:.3g}" if isinstance(value, (int, float)) and math.isfinite(value) else "n/a"
         head = {"promote": f"→ stage {r['to_stage']}", "back_off": f"back-off → stage {r['to_stage']}"}.get(
-            r["action"], text)
+            r["action"], text
+        )
         # Labels near the right edge go to the left of their mark so they stay inside the plot.
         right = r["step"] > 0.75 * total_steps
-        ax.annotate(f"{head}\nstep {r['step']:,}\n{r['metric']} {shown}", (r["step"], y),
-                    xytext=(-8 if right else 8, 10 if r["action"] != "back_off" else -12), textcoords="offset points",
-                    ha="right" if right else "left", va="bottom" if r["action"] != "back_off" else "top",
-                    fontsize=8.5, color="#222222",
-                    bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor=colour, alpha=0.9), zorder=5)
+        ax.annotate(
+            f"{head}\nstep {r['step']:,}\n{r['metric']} {shown}",
+            (r["step"], y),
+            xytext=(-8 if right else 8, 10 if r["action"] != "back_off" else -12),
+            textcoords="offset points",
+            ha="right" if right else "left",
+            va="bottom" if r["action"] != "back_off" else "top",
+            fontsize=8.5,
+            color="#222222",
+            bbox=dict(boxstyle="round,pad=0.25", facecolor="white", edgecolor=colour, alpha=0.9),
+            zorder=5,
+        )
 
     if metric_history:
         history = np.asarray(sorted(metric_history), dtype=np.float64).reshape(-1, 2)
         metric_name = records[0]["metric"] if records else "gate metric"
         twin = ax.twinx()
-        handles.append(twin.plot(history[:, 0], history[:, 1], color="#8c8c8c", linewidth=1.2, marker=".", ms=4,
-                                 alpha=0.9, label=metric_name)[0])
+        handles.append(
+            twin.plot(
+                history[:, 0],
+                history[:, 1],
+                color="#8c8c8c",
+                linewidth=1.2,
+                marker=".",
+                ms=4,
+                alpha=0.9,
+                label=metric_name,
+            )[0]
+        )
         finite = history[np.isfinite(history[:, 1]), 1]
         if finite.size and finite.min() >= 0 and finite.max() <= 1:
             twin.set_ylim(-0.02, 1.02)  # a share: keep its scale fixed so pictures compare across runs

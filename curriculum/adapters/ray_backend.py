@@ -21,16 +21,17 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional
 
 from curriculum.adapters.checkpoint import KEEP
-from curriculum.core.config import RunConfig
-from curriculum.trainer.context import WorkerContext
-from curriculum.core.outcome import RunOutcome
-from curriculum.trainer.loop import run_curriculum
 from curriculum.adapters.storage import StorageError, check_storage, storage_scheme, workers_fit
+from curriculum.core.config import RunConfig
+from curriculum.core.outcome import RunOutcome
+from curriculum.trainer.context import WorkerContext
+from curriculum.trainer.loop import run_curriculum
 
 if TYPE_CHECKING:
     from ray.train.torch import TorchTrainer
@@ -54,18 +55,28 @@ class TrainJob:
 
     def to_loop_config(self) -> dict[str, Any]:
         """The ``train_loop_config`` mapping Ray Train hands each worker (the config travels as JSON)."""
-        return {"config": self.config.model_dump_json(), "run_dir": str(self.run_dir), "run_id": self.run_id,
-                "tracking_uri": self.tracking_uri,
-                "resume_from": str(self.resume_from) if self.resume_from is not None else None,
-                "console": self.console, "stop": self.stop_flag}
+        return {
+            "config": self.config.model_dump_json(),
+            "run_dir": str(self.run_dir),
+            "run_id": self.run_id,
+            "tracking_uri": self.tracking_uri,
+            "resume_from": str(self.resume_from) if self.resume_from is not None else None,
+            "console": self.console,
+            "stop": self.stop_flag,
+        }
 
     @classmethod
-    def from_loop_config(cls, data: dict[str, Any]) -> "TrainJob":
+    def from_loop_config(cls, data: dict[str, Any]) -> TrainJob:
         """The job ``to_loop_config`` wrote."""
-        return cls(config=RunConfig.model_validate_json(data["config"]), run_dir=Path(data["run_dir"]),
-                   run_id=data["run_id"], tracking_uri=data["tracking_uri"],
-                   resume_from=Path(data["resume_from"]) if data["resume_from"] is not None else None,
-                   console=data["console"], stop_flag=data["stop"])
+        return cls(
+            config=RunConfig.model_validate_json(data["config"]),
+            run_dir=Path(data["run_dir"]),
+            run_id=data["run_id"],
+            tracking_uri=data["tracking_uri"],
+            resume_from=Path(data["resume_from"]) if data["resume_from"] is not None else None,
+            console=data["console"],
+            stop_flag=data["stop"],
+        )
 
 
 def _worker(loop_config: dict) -> None:
@@ -135,10 +146,18 @@ def _worker(loop_config: dict) -> None:
 
             trackers.insert(0, MlflowTracker(job.tracking_uri, job.run_id))
         tracker = MultiTracker(*trackers)
-    ctx = WorkerContext(rank=rank, world_size=world, device=device, all_reduce_sum=all_reduce_sum,
-                        wrap_model=ray.train.torch.prepare_model, report=report,
-                        restore_from=restore, stop_requested=stop_requested,
-                        say=say, interactive=False)
+    ctx = WorkerContext(
+        rank=rank,
+        world_size=world,
+        device=device,
+        all_reduce_sum=all_reduce_sum,
+        wrap_model=ray.train.torch.prepare_model,
+        report=report,
+        restore_from=restore,
+        stop_requested=stop_requested,
+        say=say,
+        interactive=False,
+    )
     try:
         outcome = run_curriculum(config, ctx, tracker, run_dir, job.run_id)
         # Delivers metrics queued during a tracking-server outage and closes the file log.
@@ -208,8 +227,13 @@ def connect(config: RunConfig, run_dir: Path, address: Optional[str]) -> str:
 
     if not ray.is_initialized():
         # No address: a new local instance (ray.init would otherwise join a cluster started on this machine).
-        ray.init(address=address or "local", logging_level="WARNING", log_to_driver=False,
-                 configure_logging=True, include_dashboard=False)
+        ray.init(
+            address=address or "local",
+            logging_level="WARNING",
+            log_to_driver=False,
+            configure_logging=True,
+            include_dashboard=False,
+        )
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     num_workers = config.scaling.num_workers
     # Alive nodes that cannot hold every worker mean the autoscaler has to start more (other hosts).
@@ -218,36 +242,56 @@ def connect(config: RunConfig, run_dir: Path, address: Optional[str]) -> str:
         have = {k: v for k, v in ray.cluster_resources().items() if k in ("CPU", "GPU")}
         raise StorageError(
             f"scaling: {num_workers} worker(s) x {_worker_resources(config)} do not fit on this machine "
-            f"({have}); lower scaling.num_workers or scaling.cpus_per_worker, or set scaling.use_gpu=false")
-    storage = check_storage(config.scaling.storage, [node["NodeManagerAddress"] for node in nodes], num_workers,
-                            local_default=str((run_dir / "ray").absolute()), may_add_nodes=not fits)
+            f"({have}); lower scaling.num_workers or scaling.cpus_per_worker, or set scaling.use_gpu=false"
+        )
+    storage = check_storage(
+        config.scaling.storage,
+        [node["NodeManagerAddress"] for node in nodes],
+        num_workers,
+        local_default=str((run_dir / "ray").absolute()),
+        may_add_nodes=not fits,
+    )
     # Ray Train wants an absolute local path: its controller and workers run in other directories.
     return storage if storage_scheme(storage) else str(Path(storage).expanduser().absolute())
 
 
-def build_trainer(job: TrainJob, *, name: str, storage_path: str, max_failures: int,
-                  callbacks: Sequence[Any] = ()) -> "TorchTrainer":
+def build_trainer(
+    job: TrainJob, *, name: str, storage_path: str, max_failures: int, callbacks: Sequence[Any] = ()
+) -> TorchTrainer:
     """The ``TorchTrainer`` that runs ``job``: ``scaling.num_workers`` workers of ``scaling``'s resources,
     ``max_failures`` worker-group restarts from the last reported checkpoint, Ray Train ``callbacks``."""
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig as RayRunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, ScalingConfig
+    from ray.train import RunConfig as RayRunConfig
     from ray.train.torch import TorchTrainer
 
     scaling = job.config.scaling
     return TorchTrainer(
         _worker,
         train_loop_config=job.to_loop_config(),
-        scaling_config=ScalingConfig(num_workers=scaling.num_workers, use_gpu=scaling.use_gpu,
-                                     resources_per_worker=_worker_resources(job.config)),
+        scaling_config=ScalingConfig(
+            num_workers=scaling.num_workers, use_gpu=scaling.use_gpu, resources_per_worker=_worker_resources(job.config)
+        ),
         # Ray keeps every reported checkpoint unless told otherwise: a long run would fill the disk.
-        run_config=RayRunConfig(name=name, storage_path=storage_path, callbacks=list(callbacks),
-                                failure_config=FailureConfig(max_failures=max_failures),
-                                checkpoint_config=CheckpointConfig(num_to_keep=KEEP)),
+        run_config=RayRunConfig(
+            name=name,
+            storage_path=storage_path,
+            callbacks=list(callbacks),
+            failure_config=FailureConfig(max_failures=max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=KEEP),
+        ),
     )
 
 
-def run_with_ray(config: RunConfig, run_dir: Path, run_id: Optional[str], tracking_uri: Optional[str],
-                 storage: str, resume_from: Optional[Path], say=print,
-                 stop_requested: Callable[[], bool] = lambda: False) -> RunOutcome:
+def run_with_ray(
+    config: RunConfig,
+    run_dir: Path,
+    run_id: Optional[str],
+    tracking_uri: Optional[str],
+    storage: str,
+    resume_from: Optional[Path],
+    say=print,
+    stop_requested: Callable[[], bool] = lambda: False,
+) -> RunOutcome:
     """Fit the curriculum with Ray Train on the cluster ``connect`` joined; returns rank 0's outcome.
 
     ``stop_requested`` (polled twice a second) asks the workers to stop after their current step.
@@ -257,8 +301,15 @@ def run_with_ray(config: RunConfig, run_dir: Path, run_id: Optional[str], tracki
 
     console = Queue()
     stop_flag = ray.remote(num_cpus=0)(_Flag).remote()
-    job = TrainJob(config=config, run_dir=run_dir, run_id=run_id, tracking_uri=tracking_uri,
-                   resume_from=resume_from, console=console, stop_flag=stop_flag)
+    job = TrainJob(
+        config=config,
+        run_dir=run_dir,
+        run_id=run_id,
+        tracking_uri=tracking_uri,
+        resume_from=resume_from,
+        console=console,
+        stop_flag=stop_flag,
+    )
     trainer = build_trainer(job, name=run_dir.name, storage_path=storage, max_failures=config.scaling.max_failures)
     done = threading.Event()
 

@@ -30,8 +30,9 @@ def hold_run_lock(run_dir: Path) -> IO[str]:
         handle.seek(0)
         holder = handle.read().strip() or "unknown"
         handle.close()
-        raise RunLockedError(f"{run_dir} is still being trained by a live driver (pid {holder}); "
-                             "stop that process first") from None
+        raise RunLockedError(
+            f"{run_dir} is still being trained by a live driver (pid {holder}); stop that process first"
+        ) from None
     handle.seek(0)
     handle.truncate()
     handle.write(f"{os.getpid()}\n")

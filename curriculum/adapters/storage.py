@@ -9,7 +9,8 @@ adapter (``curriculum.adapters.ray_backend``) gathers the facts and asks here.
 from __future__ import annotations
 
 import re
-from typing import Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Optional
 
 # "s3://bucket/x", "gs://...", "abfss://..."; a one-letter scheme is a Windows drive ("C:\\runs").
 _URI = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.-]+)://")
@@ -31,8 +32,14 @@ def is_shared_uri(storage: str) -> bool:
     return scheme is not None and scheme != "file"
 
 
-def check_storage(storage: Optional[str], node_hosts: Sequence[str], num_workers: int, *,
-                  local_default: str, may_add_nodes: bool = False) -> str:
+def check_storage(
+    storage: Optional[str],
+    node_hosts: Sequence[str],
+    num_workers: int,
+    *,
+    local_default: str,
+    may_add_nodes: bool = False,
+) -> str:
     """The ``storage_path`` for Ray Train, or ``StorageError`` when a local path cannot work.
 
     ``storage``: the ``scaling.storage`` setting (None = ``local_default``, a directory in the run).
@@ -47,8 +54,9 @@ def check_storage(storage: Optional[str], node_hosts: Sequence[str], num_workers
         return storage
     hosts = sorted(set(node_hosts))
     if len(hosts) > 1 or may_add_nodes:
-        where = f"{len(hosts)} host(s)" + (" plus nodes yet to join (the alive ones cannot hold them)"
-                                            if may_add_nodes else "")
+        where = f"{len(hosts)} host(s)" + (
+            " plus nodes yet to join (the alive ones cannot hold them)" if may_add_nodes else ""
+        )
         given = f"the local path {storage!r}" if storage is not None else "no storage (a local directory)"
         raise StorageError(
             f"scaling.storage: {num_workers} worker(s) on a cluster of {where} need shared storage "
@@ -57,8 +65,9 @@ def check_storage(storage: Optional[str], node_hosts: Sequence[str], num_workers
     return storage if storage is not None else local_default
 
 
-def workers_fit(node_resources: Sequence[Mapping[str, float]], per_worker: Mapping[str, float],
-                num_workers: int) -> bool:
+def workers_fit(
+    node_resources: Sequence[Mapping[str, float]], per_worker: Mapping[str, float], num_workers: int
+) -> bool:
     """Whether nodes with these total resources hold ``num_workers`` workers (none spans two nodes).
 
     When they do not, the run waits for the autoscaler to start nodes, that is, other hosts.

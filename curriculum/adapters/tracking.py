@@ -17,7 +17,6 @@ from typing import Optional, Protocol, Union, cast
 from curriculum.adapters.atomic_file import atomic_write
 from curriculum.core.outcome import TERMINAL_STATUSES, RunStatus
 
-
 # MLflow rejects a param value longer than this (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH).
 MAX_PARAM_VALUE_CHARS = 6000
 TRUNCATION_MARKER = "...[truncated]"
@@ -66,7 +65,8 @@ class NullTracker:
 
 
 class FileTracker:
-    """Logs to ``run_dir/tracking/``: ``metrics.jsonl``, ``params.json``, ``tags.json``, ``artifacts/``, ``status.json``.
+    """Logs to ``run_dir/tracking/``: ``metrics.jsonl``, ``params.json``, ``tags.json``, ``artifacts/``,
+    ``status.json``.
 
     Metric lines are appended and flushed one whole line per call, so a crash loses at most the line being
     written; the JSON files are replaced atomically, so a reader never sees half of one. A second tracker on
@@ -83,8 +83,11 @@ class FileTracker:
         self._merge_json("params.json", params)
 
     def log_metrics(self, metrics: dict[str, float], step: int, timestamp: Optional[float] = None) -> None:
-        line = {"step": int(step), "metrics": {k: float(v) for k, v in metrics.items()},
-                "time": time.time() if timestamp is None else float(timestamp)}
+        line = {
+            "step": int(step),
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            "time": time.time() if timestamp is None else float(timestamp),
+        }
         # One write of one full line in append mode: concurrent readers see whole lines only.
         with open(self.metrics_path, "a", encoding="utf-8") as f:
             f.write(json.dumps(line) + "\n")

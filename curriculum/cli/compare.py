@@ -13,12 +13,12 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import Optional, Sequence
-
-from oracle.cli_errors import OneLineParser, UsageError, run_cli
+from collections.abc import Sequence
+from typing import Optional
 
 from curriculum.adapters.mlflow_tracker import make_client, resolve_tracking_uri, sqlite_path
 from curriculum.core.transitions import stage_changes
+from oracle.cli_errors import OneLineParser, UsageError, run_cli
 
 PROG = "python -m curriculum.compare"
 STAGE_METRIC = "curriculum/stage"
@@ -36,7 +36,7 @@ def ladder_sizes(params: dict[str, str]) -> list[int]:
 
 def penalty_weights(params: dict[str, str]) -> str:
     """The first stage's penalty weights as ``name=value`` pairs, by name."""
-    pairs = sorted((k[len(_PENALTY_PREFIX):], v) for k, v in params.items() if k.startswith(_PENALTY_PREFIX))
+    pairs = sorted((k[len(_PENALTY_PREFIX) :], v) for k, v in params.items() if k.startswith(_PENALTY_PREFIX))
     return " ".join(f"{name}={_compact(value)}" for name, value in pairs)
 
 
@@ -81,6 +81,7 @@ def rank_runs(rows: list[dict]) -> list[dict]:
     steps to reach it (``reached[stage]``), then highest ``valid_route``. Rows without a stage (nothing
     logged) come last; ties keep their order.
     """
+
     def key(row: dict) -> tuple:
         stage = row.get("stage")
         if stage is None:
@@ -134,10 +135,20 @@ def format_table(rows: list[dict]) -> str:
     lines = [headers]
     for rank, row in enumerate(rows, start=1):
         reached = row["reached"] + [None] * (most - len(row["reached"]))
-        lines.append([str(rank), row["name"], row["status"], row["outcome"] or "-", row["ladder"] or "-",
-                      row.get("gates") or "-", row["penalties"] or "-", _text(row["stage"])]
-                     + [_text(s) for s in reached[1:]]
-                     + [_text(row[name]) for name in EVAL_COLUMNS])
+        lines.append(
+            [
+                str(rank),
+                row["name"],
+                row["status"],
+                row["outcome"] or "-",
+                row["ladder"] or "-",
+                row.get("gates") or "-",
+                row["penalties"] or "-",
+                _text(row["stage"]),
+            ]
+            + [_text(s) for s in reached[1:]]
+            + [_text(row[name]) for name in EVAL_COLUMNS]
+        )
     numeric = {0, 7} | set(range(8, len(headers)))
     widths = [max(len(line[i]) for line in lines) for i in range(len(headers))]
     out = []
@@ -164,10 +175,14 @@ def _compact(value: str) -> str:
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("--experiment", default=None,
-                        help="MLflow experiment (default: tracking.experiment of the run config)")
-    parser.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)")
+    parser.add_argument(
+        "--experiment", default=None, help="MLflow experiment (default: tracking.experiment of the run config)"
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=None,
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)",
+    )
     parser.add_argument("--max-runs", type=int, default=100, help="Compare at most this many latest runs")
     return parser
 
@@ -198,8 +213,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         found = client.get_experiment_by_name(experiment)
         if found is None:
             raise UsageError(f"no experiment {experiment!r} at {uri}")
-        runs = client.search_runs([found.experiment_id], max_results=args.max_runs,
-                                  order_by=["attributes.start_time DESC"])
+        runs = client.search_runs(
+            [found.experiment_id], max_results=args.max_runs, order_by=["attributes.start_time DESC"]
+        )
         rows = [run_row(client, run) for run in runs]
     except MlflowException as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -208,8 +224,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"experiment {experiment!r} at {uri} has no runs")
         return 0
     groups = by_ladder(rows)
-    print(f"experiment {experiment!r} at {uri}: {len(rows)} run{'s' if len(rows) > 1 else ''}, best first"
-          + (f", ranked within each of {len(groups)} ladders" if len(groups) > 1 else ""))
+    print(
+        f"experiment {experiment!r} at {uri}: {len(rows)} run{'s' if len(rows) > 1 else ''}, best first"
+        + (f", ranked within each of {len(groups)} ladders" if len(groups) > 1 else "")
+    )
     for n, (ladder, group) in enumerate(groups):
         if len(groups) > 1:
             print(("\n" if n else "") + f"ladder {ladder or '(unknown)'}:")

@@ -42,17 +42,18 @@ def spec_for_size(config: RunConfig, size: int) -> TaskSpec:
     return TaskSpec(size=size)
 
 
-def evaluate_checkpoint(path: Path, sizes: list[int], count: int, device: str = "cpu",
-                        picture_dir: Optional[Path] = None, shown: int = 4) -> dict[int, dict[str, float]]:
+def evaluate_checkpoint(
+    path: Path, sizes: list[int], count: int, device: str = "cpu", picture_dir: Optional[Path] = None, shown: int = 4
+) -> dict[int, dict[str, float]]:
     """Held-out metric means per size for the model in checkpoint ``path``."""
 
     from curriculum.core.streams import evaluation_tasks
-    from routing.batch import task_tensors
     from hrm.ema import EMA
-    from routing.metrics import means_from_sums
     from hrm.model import HRM
-    from routing.training import evaluate, predict_tokens
     from oracle.dataset import select
+    from routing.batch import task_tensors
+    from routing.metrics import means_from_sums
+    from routing.training import evaluate, predict_tokens
 
     saved = load_checkpoint(path, map_location=device)
     ema = None
@@ -73,9 +74,17 @@ def evaluate_checkpoint(path: Path, sizes: list[int], count: int, device: str = 
 
             part = select(tasks, np.arange(min(shown, count)))
             pred = predict_tokens(model, task_tensors(part, device), ema).cpu().numpy()
-            render_routes(part.inputs, part.labels, pred, part.costs, part.start, part.end, size,
-                          Path(picture_dir) / f"evaluate-{size}x{size}.png",
-                          title=f"{Path(path).name}: held-out {size}x{size}")
+            render_routes(
+                part.inputs,
+                part.labels,
+                pred,
+                part.costs,
+                part.start,
+                part.end,
+                size,
+                Path(picture_dir) / f"evaluate-{size}x{size}.png",
+                title=f"{Path(path).name}: held-out {size}x{size}",
+            )
     return results
 
 
@@ -83,8 +92,9 @@ def format_table(results: dict[int, dict[str, float]], count: int) -> str:
     header = f"{'grid':>6} | {'tasks':>6} | " + " | ".join(f"{c:>12}" for c in COLUMNS)
     rows = [header, "-" * len(header)]
     for size, means in results.items():
-        rows.append(f"{size:>2}x{size:<3} | {count:>6} | " + " | ".join(f"{means.get(c, float('nan')):>12.3f}"
-                                                                         for c in COLUMNS))
+        rows.append(
+            f"{size:>2}x{size:<3} | {count:>6} | " + " | ".join(f"{means.get(c, float('nan')):>12.3f}" for c in COLUMNS)
+        )
     return "\n".join(rows)
 
 

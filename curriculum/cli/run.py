@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Optional
 
 from curriculum.adapters.checkpoint import CheckpointError, check_model_fits, latest_checkpoint, load_checkpoint
+from curriculum.adapters.run_lock import RunLockedError, hold_run_lock
 from curriculum.core.config import RunConfig
 from curriculum.core.outcome import RunOutcome, RunStatus
 from curriculum.core.overrides import build_config, config_from_raw
 from curriculum.core.presets import PRESET_NAMES
-from curriculum.adapters.run_lock import RunLockedError, hold_run_lock
 from curriculum.core.summary import summary_table
 from oracle.cli_errors import OneLineParser, UsageError, run_cli
 
@@ -39,10 +39,16 @@ def build_parser() -> OneLineParser:
     parser.add_argument("--config", type=Path, help="YAML file laid over the preset")
     parser.add_argument("--run-dir", type=Path, help="where checkpoints and pictures go (default runs/<name>)")
     parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint")
-    parser.add_argument("--backend", choices=("ray", "local"), default="ray",
-                        help="ray (Ray Train workers, default) or local (in-process, no Ray)")
-    parser.add_argument("--address", help="Ray cluster address (auto = the running cluster; default: RAY_ADDRESS "
-                                          "or a new local instance)")
+    parser.add_argument(
+        "--backend",
+        choices=("ray", "local"),
+        default="ray",
+        help="ray (Ray Train workers, default) or local (in-process, no Ray)",
+    )
+    parser.add_argument(
+        "--address",
+        help="Ray cluster address (auto = the running cluster; default: RAY_ADDRESS or a new local instance)",
+    )
     parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
     return parser
 
@@ -93,8 +99,12 @@ class _StopFlag:
         if self.set:
             raise KeyboardInterrupt
         self.set, self.signum = True, int(signum)
-        print(f"\n{signal.Signals(signum).name}: finishing the current step and writing a checkpoint "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
+        print(
+            f"\n{signal.Signals(signum).name}: finishing the current step and writing a checkpoint "
+            "(send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     @property
     def exit_code(self) -> int:
@@ -159,19 +169,29 @@ def main(argv: Optional[list[str]] = None) -> int:
             from curriculum.adapters.mlflow_tracker import create_run
 
             run_name = config.tracking.run_name or f"{config.preset}-{run_dir.name}"
-            run_id = create_run(uri, config.tracking.experiment, run_name,
-                                {"curriculum.preset": config.preset, "curriculum.backend": args.backend,
-                                 "curriculum.run_dir": str(run_dir.absolute())})
+            run_id = create_run(
+                uri,
+                config.tracking.experiment,
+                run_name,
+                {
+                    "curriculum.preset": config.preset,
+                    "curriculum.backend": args.backend,
+                    "curriculum.run_dir": str(run_dir.absolute()),
+                },
+            )
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
         record = {"run_id": run_id, "tracking_uri": uri, "experiment": config.tracking.experiment}
         (run_dir / "run.json").write_text(json.dumps(record, indent=2))
         resume_from = None
         if uri is None:
-            print(f"run ({config.preset}) in {run_dir}; MLflow is not installed here, so metrics go to "
-                  f"{run_dir / 'tracking'} (log them later: python -m curriculum.replay {run_dir})")
+            print(
+                f"run ({config.preset}) in {run_dir}; MLflow is not installed here, so metrics go to "
+                f"{run_dir / 'tracking'} (log them later: python -m curriculum.replay {run_dir})"
+            )
         else:
-            print(f"run {run_id} ({config.preset}) in {run_dir}; MLflow: {uri}, "
-                  f"experiment {config.tracking.experiment}")
+            print(
+                f"run {run_id} ({config.preset}) in {run_dir}; MLflow: {uri}, experiment {config.tracking.experiment}"
+            )
     else:
         run_id = record["run_id"]
         if run_id is not None:
@@ -190,16 +210,22 @@ def main(argv: Optional[list[str]] = None) -> int:
         else:
             from curriculum.adapters.ray_backend import run_with_ray
 
-            outcome = _with_quiet_ray(lambda: run_with_ray(config, run_dir, run_id, uri, storage, resume_from,
-                                                           stop_requested=lambda: stop.set))
+            outcome = _with_quiet_ray(
+                lambda: run_with_ray(
+                    config, run_dir, run_id, uri, storage, resume_from, stop_requested=lambda: stop.set
+                )
+            )
         status = outcome.status
     except KeyboardInterrupt:
         status = "KILLED"
         print(f"{PROG}: aborted; resume with: {PROG} --resume {run_dir}", file=sys.stderr)
         return stop.exit_code
     except Exception as exc:
-        print(f"{PROG}: error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-              f"{_save_traceback(run_dir)}", file=sys.stderr)
+        print(
+            f"{PROG}: error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            f"{_save_traceback(run_dir)}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         for signum, handler in previous.items():
@@ -246,11 +272,17 @@ def _connect_ray(config: RunConfig, run_dir: Path, address: Optional[str]) -> st
         raise UsageError(f"cannot connect to Ray{where}: {str(exc).strip().splitlines()[0]}") from None
 
 
-def _run_local(config: RunConfig, run_dir: Path, run_id: Optional[str], uri: Optional[str],
-               resume_from: Optional[Path], stop: _StopFlag) -> RunOutcome:
+def _run_local(
+    config: RunConfig,
+    run_dir: Path,
+    run_id: Optional[str],
+    uri: Optional[str],
+    resume_from: Optional[Path],
+    stop: _StopFlag,
+) -> RunOutcome:
+    from curriculum.adapters.tracking import FileTracker, MultiTracker
     from curriculum.trainer.context import local_context
     from curriculum.trainer.loop import run_curriculum
-    from curriculum.adapters.tracking import FileTracker, MultiTracker
 
     ctx = local_context(config.train.device, resume_from, stop_requested=lambda: stop.set)
     trackers = [FileTracker(run_dir)]

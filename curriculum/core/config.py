@@ -10,10 +10,10 @@ from typing import Any, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hrm.config import ModelConfig
-from routing.losses import PenaltyWeights
-from routing.metrics import METRIC_NAMES
 from oracle.spec import MAX_SIZE, MIN_SIZE, TaskSpec
 from oracle.vocab import NUM_VEHICLES, VOCAB_SIZE
+from routing.losses import PenaltyWeights
+from routing.metrics import METRIC_NAMES
 
 GateMetric = Literal["connectivity", "valid_route", "optimal", "exact", "path_f1", "valid"]
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
@@ -34,7 +34,9 @@ class TrainConfig(BaseModel):
     grad_clip: Optional[float] = Field(1.0, gt=0, description="Clip the gradient norm to this (None = off).")
     max_steps: int = Field(ge=1, description="Optimizer steps for the whole run, all stages together.")
     max_minutes: Optional[float] = Field(
-        None, gt=0, description="Wall-clock budget of training (resumes included), checked after every step; "
+        None,
+        gt=0,
+        description="Wall-clock budget of training (resumes included), checked after every step; "
         "the run then evaluates, checkpoints and ends as 'budget' (None = no limit).",
     )
     eval_every: int = Field(ge=1, description="Steps between evaluations (and checkpoints).")
@@ -58,7 +60,9 @@ class GateConfig(BaseModel):
     metric: GateMetric = Field("valid_route", description="Held-out metric that must pass the threshold.")
     threshold: float = Field(gt=0.0, le=1.0, description="Pass mark for the metric, in (0, 1].")
     guard_max_excess: Optional[float] = Field(
-        1.5, ge=1.0, description="Also require held-out excess <= this (None = no guard): marking "
+        1.5,
+        ge=1.0,
+        description="Also require held-out excess <= this (None = no guard): marking "
         "everything as path can never promote.",
     )
     patience: int = Field(1, ge=1, description="Consecutive passing evaluations needed.")
@@ -69,7 +73,9 @@ class TaskKnobs(BaseModel):
 
     model_config = _STRICT
 
-    min_distance: Optional[int] = Field(None, ge=1, description="Smallest start-end Manhattan distance (None = N // 2).")
+    min_distance: Optional[int] = Field(
+        None, ge=1, description="Smallest start-end Manhattan distance (None = N // 2)."
+    )
     max_distance: Optional[int] = Field(None, ge=1, description="Largest start-end Manhattan distance (None = 2(N-1)).")
     traffic_scale: float = Field(1.0, ge=0.0, le=2.5, description="Multiplier on jam and closure probabilities.")
     vehicle_mix: tuple[float, float, float, float] = Field(
@@ -94,7 +100,7 @@ class StageConfig(BaseModel):
     )
 
     @model_validator(mode="after")
-    def _check(self) -> "StageConfig":
+    def _check(self) -> StageConfig:
         if self.min_steps > self.max_steps:
             raise ValueError(f"min_steps {self.min_steps} exceeds max_steps {self.max_steps}")
         self.task_spec()  # distance range must fit the grid
@@ -124,7 +130,7 @@ class CurriculumConfig(BaseModel):
     backoff: BackoffConfig = Field(default_factory=BackoffConfig, description="Optional back-off.")
 
     @model_validator(mode="after")
-    def _ladder(self) -> "CurriculumConfig":
+    def _ladder(self) -> CurriculumConfig:
         for i in range(1, len(self.stages)):
             if self.stages[i].size < self.stages[i - 1].size:
                 raise ValueError(
@@ -143,7 +149,9 @@ class ScalingConfig(BaseModel):
     use_gpu: bool = Field(False, description="One GPU per worker.")
     cpus_per_worker: float = Field(1.0, gt=0, description="CPUs reserved per worker.")
     gpus_per_worker: float = Field(1.0, ge=0, description="GPUs per worker when use_gpu.")
-    max_failures: int = Field(2, ge=0, description="Worker-group restarts from the last checkpoint (Ray FailureConfig).")
+    max_failures: int = Field(
+        2, ge=0, description="Worker-group restarts from the last checkpoint (Ray FailureConfig)."
+    )
     storage: Optional[str] = Field(
         None, description="Shared storage for Ray checkpoints (a local path on one machine, s3://... on a cluster)."
     )
@@ -184,7 +192,7 @@ class RunConfig(BaseModel):
         return data
 
     @model_validator(mode="after")
-    def _fits(self) -> "RunConfig":
+    def _fits(self) -> RunConfig:
         # The model must read every token and vehicle of the routing task (oracle.vocab).
         if self.model.vocab_size < VOCAB_SIZE:
             raise ValueError(f"model.vocab_size {self.model.vocab_size} is below the task's {VOCAB_SIZE} tokens")
@@ -197,8 +205,10 @@ class RunConfig(BaseModel):
             raise ValueError(f"train.eval_size {self.train.eval_size} is smaller than scaling.num_workers")
         for i, stage in enumerate(self.curriculum.stages[1:], start=1):  # as curriculum.core.streams rounds it
             if int(round(self.train.batch_size * stage.replay)) >= self.train.batch_size:
-                raise ValueError(f"curriculum.stages.{i}.replay {stage.replay} leaves no task of the stage itself "
-                                 f"in a batch of train.batch_size {self.train.batch_size}")
+                raise ValueError(
+                    f"curriculum.stages.{i}.replay {stage.replay} leaves no task of the stage itself "
+                    f"in a batch of train.batch_size {self.train.batch_size}"
+                )
         return self
 
 

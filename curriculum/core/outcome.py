@@ -36,11 +36,17 @@ class RunOutcome:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict) -> "RunOutcome":
+    def from_json(cls, data: dict) -> RunOutcome:
         """The outcome a worker reported (``to_json``); a KeyError or ValueError if it is not one."""
-        return cls(outcome=data["outcome"], step=int(data["step"]), stage=int(data["stage"]),
-                   transitions=list(data["transitions"]), final_metrics=dict(data["final_metrics"]),
-                   stage_seconds=list(data["stage_seconds"]), stage_steps=list(data["stage_steps"]))
+        return cls(
+            outcome=data["outcome"],
+            step=int(data["step"]),
+            stage=int(data["stage"]),
+            transitions=list(data["transitions"]),
+            final_metrics=dict(data["final_metrics"]),
+            stage_seconds=list(data["stage_seconds"]),
+            stage_steps=list(data["stage_steps"]),
+        )
 
     @property
     def status(self) -> RunStatus:

@@ -6,8 +6,9 @@ Overrides use HRM's Hydra habit: ``train.lr=3e-4``, ``curriculum.stages.0.gate.t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import yaml
 from pydantic import ValidationError
@@ -81,8 +82,9 @@ def load_yaml_config(path: Path) -> dict:
     return data
 
 
-def build_config(preset: Optional[str] = None, config_file: Optional[Path] = None,
-                 overrides: Sequence[str] = ()) -> RunConfig:
+def build_config(
+    preset: Optional[str] = None, config_file: Optional[Path] = None, overrides: Sequence[str] = ()
+) -> RunConfig:
     """Validate preset + file + overrides into a ``RunConfig``; every problem is a one-line UsageError."""
     file_data = load_yaml_config(config_file) if config_file else {}
     name = preset or file_data.get("preset") or "tiny"

@@ -14,7 +14,8 @@ defaults.
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Optional
 
 from curriculum.core.config import (
     CurriculumConfig,
@@ -31,9 +32,17 @@ from hrm.config import ModelConfig, model_preset
 from routing.losses import PenaltyWeights
 
 
-def stage(size: int, threshold: float, max_steps: int, *, metric: GateMetric = "valid_route", patience: int = 2,
-          replay: float = 0.0, penalties: Optional[PenaltyWeights] = None,
-          task: Optional[TaskKnobs] = None) -> StageConfig:
+def stage(
+    size: int,
+    threshold: float,
+    max_steps: int,
+    *,
+    metric: GateMetric = "valid_route",
+    patience: int = 2,
+    replay: float = 0.0,
+    penalties: Optional[PenaltyWeights] = None,
+    task: Optional[TaskKnobs] = None,
+) -> StageConfig:
     """One rung: gated on ``metric >= threshold`` for ``patience`` evaluations, stalling after ``max_steps``."""
     # Only what is given is passed: the rest keeps StageConfig's own defaults.
     given: dict = {}
@@ -41,16 +50,39 @@ def stage(size: int, threshold: float, max_steps: int, *, metric: GateMetric = "
         given["penalties"] = penalties
     if task is not None:
         given["task"] = task
-    return StageConfig(size=size, gate=GateConfig(metric=metric, threshold=threshold, patience=patience),
-                       max_steps=max_steps, replay=replay, **given)
+    return StageConfig(
+        size=size,
+        gate=GateConfig(metric=metric, threshold=threshold, patience=patience),
+        max_steps=max_steps,
+        replay=replay,
+        **given,
+    )
 
 
-def ladder(sizes: Sequence[int], threshold: float, max_steps: int, *, penalties: Optional[PenaltyWeights] = None,
-           replay: float = 0.0, metric: GateMetric = "valid_route", patience: int = 2) -> list[StageConfig]:
+def ladder(
+    sizes: Sequence[int],
+    threshold: float,
+    max_steps: int,
+    *,
+    penalties: Optional[PenaltyWeights] = None,
+    replay: float = 0.0,
+    metric: GateMetric = "valid_route",
+    patience: int = 2,
+) -> list[StageConfig]:
     """One stage per grid size with the same gate and step cap; every stage after the first replays
     ``replay`` of each batch from the earlier ones (the first has nothing to replay)."""
-    return [stage(size, threshold, max_steps, metric=metric, patience=patience, replay=replay if i else 0.0,
-                  penalties=penalties) for i, size in enumerate(sizes)]
+    return [
+        stage(
+            size,
+            threshold,
+            max_steps,
+            metric=metric,
+            patience=patience,
+            replay=replay if i else 0.0,
+            penalties=penalties,
+        )
+        for i, size in enumerate(sizes)
+    ]
 
 
 FULL_LADDER = (10, 20, 30, 40)
@@ -68,14 +100,27 @@ ROUTE_PENALTIES = PenaltyWeights(connectivity=3.0, budget=1.0, sparsity=1.0)
 def smoke() -> RunConfig:
     return RunConfig(
         preset="smoke",
-        model=ModelConfig(hidden_size=32, num_heads=2, h_layers=1, l_layers=1, h_cycles=1, l_cycles=1,
-                          halt_max_steps=2, max_grid=40),
-        train=TrainConfig(batch_size=16, lr=3e-3, warmup_steps=10, weight_decay=0.1, max_steps=240, eval_every=20,
-                          eval_size=64, eval_batch_size=64),
-        curriculum=CurriculumConfig(stages=[
-            stage(8, 0.4, 160, metric="connectivity", task=TaskKnobs(min_distance=1, max_distance=2)),
-            stage(10, 0.15, 160, metric="connectivity", replay=0.25, task=TaskKnobs(min_distance=1, max_distance=3)),
-        ]),
+        model=ModelConfig(
+            hidden_size=32, num_heads=2, h_layers=1, l_layers=1, h_cycles=1, l_cycles=1, halt_max_steps=2, max_grid=40
+        ),
+        train=TrainConfig(
+            batch_size=16,
+            lr=3e-3,
+            warmup_steps=10,
+            weight_decay=0.1,
+            max_steps=240,
+            eval_every=20,
+            eval_size=64,
+            eval_batch_size=64,
+        ),
+        curriculum=CurriculumConfig(
+            stages=[
+                stage(8, 0.4, 160, metric="connectivity", task=TaskKnobs(min_distance=1, max_distance=2)),
+                stage(
+                    10, 0.15, 160, metric="connectivity", replay=0.25, task=TaskKnobs(min_distance=1, max_distance=3)
+                ),
+            ]
+        ),
         tracking=TrackingConfig(images_per_eval=2),
     )
 
@@ -88,8 +133,16 @@ def tiny() -> RunConfig:
         # numbers the gate reads, and with lr 1e-3 instead of 2e-3 valid_route at step 1,000 went
         # from 0.34 (lr 2e-3, no EMA) and 0.35 (lr 2e-3, EMA) to 0.46.
         model=model_preset("cpu", halt_max_steps=2, q_continue=False, cpu_dtype="auto", ema_decay=0.995),
-        train=TrainConfig(batch_size=32, lr=1e-3, lr_min_ratio=1.0, warmup_steps=100, weight_decay=0.1,
-                          max_steps=20_000, eval_every=100, eval_size=256),
+        train=TrainConfig(
+            batch_size=32,
+            lr=1e-3,
+            lr_min_ratio=1.0,
+            warmup_steps=100,
+            weight_decay=0.1,
+            max_steps=20_000,
+            eval_every=100,
+            eval_size=256,
+        ),
         curriculum=CurriculumConfig(stages=ladder(FULL_LADDER, 0.8, 8_000, penalties=ROUTE_PENALTIES, replay=0.1)),
         scaling=ScalingConfig(num_workers=1, cpus_per_worker=2),  # one worker using both cores of a small laptop
     )
@@ -102,10 +155,27 @@ def gpu() -> RunConfig:
         # at step 1,000) but each step took 1.45x as long. Four ACT segments, not tiny's two, for
         # the longer routes of 40x40 (on tiny at 10x10, four learned somewhat slower per step:
         # valid_route 0.43 against 0.59 at step 1,000).
-        model=ModelConfig(hidden_size=256, num_heads=4, h_layers=2, l_layers=2, h_cycles=2, l_cycles=2,
-                          halt_max_steps=4, q_continue=False, ema_decay=0.995),
-        train=TrainConfig(batch_size=256, lr=1e-3, warmup_steps=200, weight_decay=0.1, max_steps=40_000,
-                          eval_every=250, eval_size=1024, device="cuda"),
+        model=ModelConfig(
+            hidden_size=256,
+            num_heads=4,
+            h_layers=2,
+            l_layers=2,
+            h_cycles=2,
+            l_cycles=2,
+            halt_max_steps=4,
+            q_continue=False,
+            ema_decay=0.995,
+        ),
+        train=TrainConfig(
+            batch_size=256,
+            lr=1e-3,
+            warmup_steps=200,
+            weight_decay=0.1,
+            max_steps=40_000,
+            eval_every=250,
+            eval_size=1024,
+            device="cuda",
+        ),
         curriculum=CurriculumConfig(stages=ladder(FULL_LADDER, 0.9, 10_000, penalties=ROUTE_PENALTIES, replay=0.1)),
         scaling=ScalingConfig(num_workers=1, use_gpu=True, cpus_per_worker=4),
     )
@@ -115,8 +185,16 @@ def paper() -> RunConfig:
     return RunConfig(
         preset="paper",
         model=model_preset("paper"),
-        train=TrainConfig(batch_size=96, lr=1e-4, warmup_steps=2000, weight_decay=1.0, max_steps=100_000,
-                          eval_every=1000, eval_size=2048, device="cuda"),
+        train=TrainConfig(
+            batch_size=96,
+            lr=1e-4,
+            warmup_steps=2000,
+            weight_decay=1.0,
+            max_steps=100_000,
+            eval_every=1000,
+            eval_size=2048,
+            device="cuda",
+        ),
         curriculum=CurriculumConfig(stages=ladder(FULL_LADDER, 0.95, 25_000, replay=0.1)),
         scaling=ScalingConfig(num_workers=8, use_gpu=True, cpus_per_worker=4),
     )

@@ -8,8 +8,9 @@ decision at the same step.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from enum import Enum
-from typing import Literal, Optional, Sequence
+from typing import Literal, Optional
 
 from pydantic import BaseModel, Field
 
@@ -77,19 +78,31 @@ def decide(
     state = state.model_copy(update={"streak": streak, "collapse_streak": collapse_streak})
 
     def move(action: Action, to_stage: int, **update) -> tuple[Action, SchedulerState]:
-        transition = Transition(step=step, action=action, from_stage=state.stage, to_stage=to_stage,
-                                metric=gate.metric, value=value)
-        return action, state.model_copy(update={
-            "stage": to_stage, "steps_in_stage": 0 if to_stage != state.stage else state.steps_in_stage,
-            "streak": 0, "collapse_streak": 0, "transitions": [*state.transitions, transition], **update,
-        })
+        transition = Transition(
+            step=step, action=action, from_stage=state.stage, to_stage=to_stage, metric=gate.metric, value=value
+        )
+        return action, state.model_copy(
+            update={
+                "stage": to_stage,
+                "steps_in_stage": 0 if to_stage != state.stage else state.steps_in_stage,
+                "streak": 0,
+                "collapse_streak": 0,
+                "transitions": [*state.transitions, transition],
+                **update,
+            }
+        )
 
     if streak >= gate.patience and state.steps_in_stage >= stage.min_steps:
         if state.stage == len(stages) - 1:
             return move(Action.FINISH, state.stage, status="finished")
         return move(Action.PROMOTE, state.stage + 1)
-    if (backoff is not None and backoff.enabled and state.stage > 0 and collapse_streak >= backoff.patience
-            and state.steps_in_stage >= backoff.min_steps):
+    if (
+        backoff is not None
+        and backoff.enabled
+        and state.stage > 0
+        and collapse_streak >= backoff.patience
+        and state.steps_in_stage >= backoff.min_steps
+    ):
         return move(Action.BACK_OFF, state.stage - 1)
     if state.steps_in_stage >= stage.max_steps:
         return move(Action.STALL, state.stage, status="stalled")

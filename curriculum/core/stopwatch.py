@@ -4,8 +4,9 @@ and checkpoints included) and training time (what the steps-per-second rate coun
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,9 @@ tasks of ``python -m curriculum.evaluate``: every stream's purpose id is in ``St
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
 from functools import lru_cache
-from typing import Sequence
 
 import numpy as np
 

@@ -11,8 +11,11 @@ SHOWN = ("connectivity", "valid_route", "optimal", "exact", "excess", "cost_rati
 def summary_table(config: RunConfig, outcome: RunOutcome) -> str:
     """Plain-text table of the run."""
     stages = config.curriculum.stages
-    lines = [f"outcome: {outcome.outcome} at step {outcome.step} (stage {outcome.stage}, "
-             f"{stages[outcome.stage].size}x{stages[outcome.stage].size})", ""]
+    lines = [
+        f"outcome: {outcome.outcome} at step {outcome.step} (stage {outcome.stage}, "
+        f"{stages[outcome.stage].size}x{stages[outcome.stage].size})",
+        "",
+    ]
     lines.append(f"{'#':>2} | {'grid':>6} | {'steps':>7} | {'minutes':>7} | how it ended")
     # Stage visits in order, rebuilt from the transitions (back-offs can revisit a stage).
     visits, current = [], 0
@@ -29,7 +32,12 @@ def summary_table(config: RunConfig, outcome: RunOutcome) -> str:
         lines.append(f"{stage:>2} | {size:>2}x{size:<3} | {steps:>7} | {seconds / 60:>7.1f} | {detail}")
     if outcome.final_metrics:
         lines.append("")
-        lines.append("final held-out: " + ", ".join(
-            f"{name} {outcome.final_metrics[f'eval/{name}']:.3f}" for name in SHOWN
-            if f"eval/{name}" in outcome.final_metrics))
+        lines.append(
+            "final held-out: "
+            + ", ".join(
+                f"{name} {outcome.final_metrics[f'eval/{name}']:.3f}"
+                for name in SHOWN
+                if f"eval/{name}" in outcome.final_metrics
+            )
+        )
     return "\n".join(lines)

@@ -54,9 +54,13 @@ class TrainState:
     def state_dict(self) -> dict[str, Any]:
         """Plain data (numbers, strings, lists, the RNG tensors) that ``torch.load(weights_only=True)`` reads."""
         return {
-            "step": self.step, "elapsed": self.elapsed, "stage_marks": [list(m) for m in self.stage_marks],
-            "scheduler": self.scheduler.model_dump_json(), "skipped_in_row": self.skipped_in_row,
-            "skipped_total": self.skipped_total, "rng": self.rng,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "stage_marks": [list(m) for m in self.stage_marks],
+            "scheduler": self.scheduler.model_dump_json(),
+            "skipped_in_row": self.skipped_in_row,
+            "skipped_total": self.skipped_total,
+            "rng": self.rng,
         }
 
     def load_state_dict(self, saved: dict[str, Any]) -> None:

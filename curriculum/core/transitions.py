@@ -7,7 +7,8 @@ promotion steps from the tags), so the format lives in one place.
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Optional, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple, Optional
 
 VERBS = {"promote": "promoted", "finish": "finished the curriculum", "back_off": "backed off", "stall": "stalled"}
 TAG_PREFIX = "curriculum.transition."
@@ -27,8 +28,10 @@ def describe_transition(transition: dict, sizes: Sequence[int]) -> str:
     where = f"stage {a} ({sizes[a]}x{sizes[a]})"
     if a != b:
         where += f" -> stage {b} ({sizes[b]}x{sizes[b]})"
-    return (f"step {transition['step']}: {VERBS[transition['action']]}, {where}, "
-            f"{transition['metric']}={transition['value']:.3f}")
+    return (
+        f"step {transition['step']}: {VERBS[transition['action']]}, {where}, "
+        f"{transition['metric']}={transition['value']:.3f}"
+    )
 
 
 def parse_transition(text: str) -> Optional[StageChange]:

@@ -19,8 +19,7 @@ from curriculum.trainer.learner import Learner
 
 
 def capture_rng(device: torch.device) -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
 
 
 def restore_rng(rng: dict[str, Any], device: torch.device) -> None:
@@ -39,10 +38,16 @@ class Checkpoints:
         if not self.ctx.is_main:
             return None
         state.elapsed, state.rng = watch.elapsed(), capture_rng(self.ctx.device)
-        return save_checkpoint(self.directory, {
-            **learner.state_dicts(), **state.state_dict(),
-            "run_id": self.run_id or "", "config": self.config.model_dump_json(),
-        }, state.step)
+        return save_checkpoint(
+            self.directory,
+            {
+                **learner.state_dicts(),
+                **state.state_dict(),
+                "run_id": self.run_id or "",
+                "config": self.config.model_dump_json(),
+            },
+            state.step,
+        )
 
     def restore(self, path: Path, learner: Learner) -> TrainState:
         """The learner's weights and the loop's state from ``path``; a checkpoint of another model raises a

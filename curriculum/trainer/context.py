@@ -8,9 +8,10 @@ version with no Ray import.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import nn
@@ -43,7 +44,8 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def local_context(device: str = "auto", restore_from: Optional[Path] = None,
-                  stop_requested: Callable[[], bool] = lambda: False) -> WorkerContext:
+def local_context(
+    device: str = "auto", restore_from: Optional[Path] = None, stop_requested: Callable[[], bool] = lambda: False
+) -> WorkerContext:
     """One in-process worker."""
     return WorkerContext(device=pick_device(device), restore_from=restore_from, stop_requested=stop_requested)

@@ -42,30 +42,48 @@ class HeldOut:
     def batches(self, key: HeldOutSet) -> Batches:
         if key not in self._built:
             train = self.config.train
-            tasks = shard(heldout_tasks(self.config.curriculum.stages, key.stage, train.seed, train.eval_size),
-                          self.ctx.rank, self.ctx.world_size)
+            tasks = shard(
+                heldout_tasks(self.config.curriculum.stages, key.stage, train.seed, train.eval_size),
+                self.ctx.rank,
+                self.ctx.world_size,
+            )
             size = train.eval_batch_size
-            self._built = {key: [task_tensors(select(tasks, np.arange(i, min(i + size, len(tasks)))), self.ctx.device)
-                                 for i in range(0, len(tasks), size)]}
+            self._built = {
+                key: [
+                    task_tensors(select(tasks, np.arange(i, min(i + size, len(tasks)))), self.ctx.device)
+                    for i in range(0, len(tasks), size)
+                ]
+            }
         return self._built[key]
 
     def measure(self, learner: Learner, key: HeldOutSet) -> dict[str, float]:
         """Metric means over the whole set (every rank's shard)."""
         sums = evaluate_batches(learner.model, self.batches(key), learner.ema)
         device = self.ctx.device
-        vector = torch.stack([torch.as_tensor(sums.get(name, 0.0), dtype=torch.float64, device=device).reshape(())
-                              for name in SUM_NAMES])
+        vector = torch.stack(
+            [torch.as_tensor(sums.get(name, 0.0), dtype=torch.float64, device=device).reshape(()) for name in SUM_NAMES]
+        )
         vector = self.ctx.all_reduce_sum(vector)
         return means_from_sums({name: vector[i] for i, name in enumerate(SUM_NAMES)})
 
 
-def evaluate(learner: Learner, heldout: HeldOut, state: TrainState, lap: Lap,
-             train_means: dict[str, float]) -> Evaluation:
+def evaluate(
+    learner: Learner, heldout: HeldOut, state: TrainState, lap: Lap, train_means: dict[str, float]
+) -> Evaluation:
     """Measure the current stage's held-out set and let the scheduler decide on it."""
     config = learner.config
     key = heldout.key(state.scheduler.stage)
     metrics = {key: heldout.measure(learner, key)}
-    action, scheduler = decide(state.scheduler, config.curriculum.stages, metrics[key], state.step,
-                               config.curriculum.backoff)
-    return Evaluation(step=state.step, evaluated=key, metrics=metrics, action=action, scheduler=scheduler, lap=lap,
-                      train=train_means, skipped_steps=state.skipped_total)
+    action, scheduler = decide(
+        state.scheduler, config.curriculum.stages, metrics[key], state.step, config.curriculum.backoff
+    )
+    return Evaluation(
+        step=state.step,
+        evaluated=key,
+        metrics=metrics,
+        action=action,
+        scheduler=scheduler,
+        lap=lap,
+        train=train_means,
+        skipped_steps=state.skipped_total,
+    )

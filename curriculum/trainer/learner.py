@@ -3,7 +3,8 @@ for data parallelism, the learning-rate schedule and the ACT carry between steps
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any, Optional
 
 import numba
 import torch
@@ -39,8 +40,11 @@ class Learner:
         self._carry_stage: Optional[int] = None
 
     def state_dicts(self) -> dict[str, Any]:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "ema": self.ema.state_dict() if self.ema is not None else None}
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+        }
 
     def load_state_dicts(self, saved: dict[str, Any]) -> None:
         self.model.load_state_dict(saved["model"])

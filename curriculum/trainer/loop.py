@@ -34,8 +34,9 @@ from curriculum.trainer.step import NonFiniteLossError, train_step
 from routing.batch import task_tensors
 
 
-def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_dir: Path,
-                   run_id: Optional[str] = None) -> RunOutcome:
+def run_curriculum(
+    config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_dir: Path, run_id: Optional[str] = None
+) -> RunOutcome:
     """Train through the curriculum until it finishes, stalls, runs out of steps or is stopped."""
     train, run_dir = config.train, Path(run_dir)
     use_worker_cpus(config)
@@ -74,14 +75,16 @@ def run_curriculum(config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_
         if saved is not None:
             progress.say(f"stopped at step {state.step}; checkpoint {saved}")
     elif outcome == "budget" and flags.over_budget:
-        progress.say(f"step {state.step}: train.max_minutes={train.max_minutes:g} reached; "
-                     "the checkpoint above ends the run")
+        progress.say(
+            f"step {state.step}: train.max_minutes={train.max_minutes:g} reached; the checkpoint above ends the run"
+        )
     progress.close()
     return _finish(outcome, state, watch, last, config, ctx, tracker, run_dir)
 
 
-def _start(config: RunConfig, ctx: WorkerContext, tracker: Tracker, learner: Learner,
-           checkpoints: Checkpoints) -> TrainState:
+def _start(
+    config: RunConfig, ctx: WorkerContext, tracker: Tracker, learner: Learner, checkpoints: Checkpoints
+) -> TrainState:
     """A fresh state (and the run's parameters logged), or the state of the checkpoint to restore."""
     if ctx.restore_from is None:
         if ctx.is_main:
@@ -113,12 +116,21 @@ def _check_skips(state: TrainState, train: TrainConfig, ctx: WorkerContext, trac
         tracker.log_metrics({"train/skipped_steps": state.skipped_total}, state.step)
     last = latest_checkpoint(run_dir / "checkpoints")
     kept = f"the last good checkpoint is {last}" if last else "no checkpoint was written yet"
-    raise NonFiniteLossError(f"{state.skipped_in_row} consecutive non-finite losses (train.max_skipped_steps) "
-                             f"at step {state.step}; {kept}")
+    raise NonFiniteLossError(
+        f"{state.skipped_in_row} consecutive non-finite losses (train.max_skipped_steps) at step {state.step}; {kept}"
+    )
 
 
-def _log(record: Evaluation, config: RunConfig, ctx: WorkerContext, tracker: Tracker, run_dir: Path,
-         progress: StageProgress, learner: Learner, heldout: HeldOut) -> None:
+def _log(
+    record: Evaluation,
+    config: RunConfig,
+    ctx: WorkerContext,
+    tracker: Tracker,
+    run_dir: Path,
+    progress: StageProgress,
+    learner: Learner,
+    heldout: HeldOut,
+) -> None:
     """An evaluation's record to this rank's decisions file and, on rank 0, to the tracker and the console."""
     record_decision(run_dir, ctx.rank, record)
     if not ctx.is_main:
@@ -129,13 +141,26 @@ def _log(record: Evaluation, config: RunConfig, ctx: WorkerContext, tracker: Tra
         log_routes(record, learner, first, tracker, run_dir, config.tracking.images_per_eval)
 
 
-def _finish(outcome: Outcome, state: TrainState, watch: Stopwatch, last: Optional[Evaluation], config: RunConfig,
-            ctx: WorkerContext, tracker: Tracker, run_dir: Path) -> RunOutcome:
+def _finish(
+    outcome: Outcome,
+    state: TrainState,
+    watch: Stopwatch,
+    last: Optional[Evaluation],
+    config: RunConfig,
+    ctx: WorkerContext,
+    tracker: Tracker,
+    run_dir: Path,
+) -> RunOutcome:
     state.close(watch.elapsed())
-    result = RunOutcome(outcome=outcome, step=state.step, stage=state.scheduler.stage,
-                        transitions=[t.model_dump(mode="json") for t in state.scheduler.transitions],
-                        final_metrics=last.eval_metrics if last is not None else {},
-                        stage_seconds=state.stage_seconds, stage_steps=state.stage_steps)
+    result = RunOutcome(
+        outcome=outcome,
+        step=state.step,
+        stage=state.scheduler.stage,
+        transitions=[t.model_dump(mode="json") for t in state.scheduler.transitions],
+        final_metrics=last.eval_metrics if last is not None else {},
+        stage_seconds=state.stage_seconds,
+        stage_steps=state.stage_steps,
+    )
     if ctx.is_main:
         tracker.set_tags({"curriculum.outcome": outcome, "curriculum.final_stage": str(state.scheduler.stage)})
         (run_dir / "outcome.json").write_text(json.dumps(result.to_json(), indent=2))

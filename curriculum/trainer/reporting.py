@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -23,8 +24,12 @@ def record_decision(run_dir: Path, rank: int, record: Evaluation) -> None:
     """Every rank appends its own decision, so anyone can check that all ranks switched together."""
     path = run_dir / "decisions" / f"rank-{rank}.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)
-    line = {"step": record.step, "stage": record.stage, "next_stage": record.scheduler.stage,
-            "action": record.action.value}
+    line = {
+        "step": record.step,
+        "stage": record.stage,
+        "next_stage": record.scheduler.stage,
+        "action": record.action.value,
+    }
     with path.open("a") as handle:
         handle.write(json.dumps(line) + "\n")
 
@@ -34,8 +39,13 @@ def report_metrics(record: Evaluation, config: RunConfig) -> dict[str, Any]:
     stages = config.curriculum.stages
     gate_value = record.current.get(stages[record.stage].gate.metric, float("nan"))
     score = curriculum_score(record.scheduler, len(stages), gate_value, record.action)
-    return {"step": record.step, "stage": record.scheduler.stage, "status": record.scheduler.status,
-            "score": score, **record.eval_metrics}
+    return {
+        "step": record.step,
+        "stage": record.scheduler.stage,
+        "status": record.scheduler.status,
+        "score": score,
+        **record.eval_metrics,
+    }
 
 
 def log_evaluation(record: Evaluation, config: RunConfig, tracker: Tracker, say: Callable[[str], None]) -> None:
@@ -44,21 +54,31 @@ def log_evaluation(record: Evaluation, config: RunConfig, tracker: Tracker, say:
     means, train = record.current, record.train
     metrics: dict[str, Any] = {name: v for name, v in record.eval_metrics.items() if math.isfinite(v)}
     metrics.update(train)
-    metrics.update({"curriculum/stage": record.stage, "curriculum/grid_size": size,
-                    "perf/steps_per_s": record.lap.steps_per_s, "train/skipped_steps": record.skipped_steps})
+    metrics.update(
+        {
+            "curriculum/stage": record.stage,
+            "curriculum/grid_size": size,
+            "perf/steps_per_s": record.lap.steps_per_s,
+            "train/skipped_steps": record.skipped_steps,
+        }
+    )
     tracker.log_metrics(metrics, record.step)
-    say(f"step {record.step:>6} | stage {record.stage} {size}x{size} | loss {train.get('train/loss', float('nan')):.3f}"
+    say(
+        f"step {record.step:>6} | stage {record.stage} {size}x{size} | loss {train.get('train/loss', float('nan')):.3f}"
         f" | conn {means['connectivity']:.3f} | valid_route {means['valid_route']:.3f}"
-        f" | optimal {means['optimal']:.3f} | excess {means['excess']:.2f} | {record.lap.steps_per_s:.2f} steps/s")
+        f" | optimal {means['optimal']:.3f} | excess {means['excess']:.2f} | {record.lap.steps_per_s:.2f} steps/s"
+    )
     if record.transition is not None:
-        described = describe_transition(record.transition.model_dump(mode="json"),
-                                        [stage.size for stage in config.curriculum.stages])
+        described = describe_transition(
+            record.transition.model_dump(mode="json"), [stage.size for stage in config.curriculum.stages]
+        )
         tracker.set_tags({f"curriculum.transition.{len(record.scheduler.transitions)}": described})
         say(">>> " + described)
 
 
-def log_routes(record: Evaluation, learner: Learner, batch: dict[str, torch.Tensor], tracker: Tracker,
-               run_dir: Path, shown: int) -> None:
+def log_routes(
+    record: Evaluation, learner: Learner, batch: dict[str, torch.Tensor], tracker: Tracker, run_dir: Path, shown: int
+) -> None:
     """Rank 0: a picture of the model's routes on the first ``shown`` tasks of the evaluated set."""
     from curriculum.adapters.pictures import render_routes
 
@@ -66,9 +86,17 @@ def log_routes(record: Evaluation, learner: Learner, batch: dict[str, torch.Tens
     pred = predict_tokens(learner.model, part, learner.ema).cpu().numpy()
     arrays = {k: v.cpu().numpy() for k, v in part.items()}
     n = record.evaluated.size
-    path = render_routes(arrays["inputs"], arrays["labels"], pred, arrays["costs"], arrays["start"], arrays["end"],
-                         n, run_dir / "pictures" / f"routes-step{record.step:07d}.png",
-                         title=f"step {record.step}, stage {record.stage} ({n}x{n}): held-out routes")
+    path = render_routes(
+        arrays["inputs"],
+        arrays["labels"],
+        pred,
+        arrays["costs"],
+        arrays["start"],
+        arrays["end"],
+        n,
+        run_dir / "pictures" / f"routes-step{record.step:07d}.png",
+        title=f"step {record.step}, stage {record.stage} ({n}x{n}): held-out routes",
+    )
     tracker.log_artifact(path, "routes")
 
 
@@ -76,6 +104,10 @@ def log_timeline(config: RunConfig, tracker: Tracker, run_dir: Path, scheduler: 
     """Rank 0, at the end: the stages over the run's steps."""
     from curriculum.adapters.pictures import render_timeline
 
-    path = render_timeline([t.model_dump(mode="json") for t in scheduler.transitions],
-                           [s.size for s in config.curriculum.stages], step, run_dir / "pictures" / "timeline.png")
+    path = render_timeline(
+        [t.model_dump(mode="json") for t in scheduler.transitions],
+        [s.size for s in config.curriculum.stages],
+        step,
+        run_dir / "pictures" / "timeline.png",
+    )
     tracker.log_artifact(path, "timeline")

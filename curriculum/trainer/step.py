@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -17,15 +17,17 @@ class NonFiniteLossError(RuntimeError):
     """Too many consecutive non-finite losses."""
 
 
-def train_step(learner: Learner, batch: dict[str, torch.Tensor], step: int, stage: int,
-               agree: Callable[[bool], StepFlags]) -> tuple[StepFlags, Logs, Logs]:
+def train_step(
+    learner: Learner, batch: dict[str, torch.Tensor], step: int, stage: int, agree: Callable[[bool], StepFlags]
+) -> tuple[StepFlags, Logs, Logs]:
     """Optimizer step ``step`` (0-based) in ``stage``: the agreed flags, the loss terms and the per-sample metrics.
 
     The update is skipped on every rank when any rank's loss is not finite.
     """
     config = learner.config
-    carry, loss, logs, metrics = forward_loss(learner.trained, learner.carry(stage, batch), batch,
-                                              config.curriculum.stages[stage].penalties)
+    carry, loss, logs, metrics = forward_loss(
+        learner.trained, learner.carry(stage, batch), batch, config.curriculum.stages[stage].penalties
+    )
     learner.keep_carry(carry)
     flags = agree(not bool(torch.isfinite(loss)))
     if not flags.nonfinite:

@@ -12,8 +12,9 @@ import sys
 import time
 import types
 import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Optional
 
 import annotated_types
 import pytest
@@ -29,8 +30,12 @@ class Runs:
 
     # Overrides of the smoke preset for a run that never ends on its own: the stage-0 gate cannot pass and
     # the step caps are far away. (Options such as --run-dir go before the overrides.)
-    ENDLESS = ["curriculum.stages.0.gate.threshold=1.0", "curriculum.stages.0.max_steps=100000",
-               "train.max_steps=100000", "tracking.images_per_eval=0"]
+    ENDLESS = [
+        "curriculum.stages.0.gate.threshold=1.0",
+        "curriculum.stages.0.max_steps=100000",
+        "train.max_steps=100000",
+        "tracking.images_per_eval=0",
+    ]
 
     @staticmethod
     def env(test_cluster: bool = False) -> dict[str, str]:
@@ -40,19 +45,32 @@ class Runs:
         return env
 
     @staticmethod
-    def run(args: list[str], cwd: Path, timeout: int = 300, test_cluster: bool = False,
-            module: str = "curriculum.run") -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, cwd=cwd,
-                              env=Runs.env(test_cluster), timeout=timeout)
+    def run(
+        args: list[str], cwd: Path, timeout: int = 300, test_cluster: bool = False, module: str = "curriculum.run"
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", module, *args],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=Runs.env(test_cluster),
+            timeout=timeout,
+        )
 
     @staticmethod
     def start(args: list[str], cwd: Path, test_cluster: bool = False, log: str = "driver.log") -> subprocess.Popen:
         """The driver in a process group of its own (as in a terminal: a signal to the group reaches it alone).
         Output goes to a file, so a long run never blocks on a full pipe."""
         with (cwd / log).open("w") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "curriculum.run", *args], cwd=cwd,
-                                    env=Runs.env(test_cluster), stdout=out, stderr=subprocess.STDOUT, text=True,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "curriculum.run", *args],
+                cwd=cwd,
+                env=Runs.env(test_cluster),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
         proc.log = cwd / log
         return proc
 
@@ -88,8 +106,9 @@ class Runs:
         return proc.log.read_text()
 
     @staticmethod
-    def wait_until(condition: Callable[[], bool], proc: Optional[subprocess.Popen], what: str,
-                   timeout: float = 180) -> None:
+    def wait_until(
+        condition: Callable[[], bool], proc: Optional[subprocess.Popen], what: str, timeout: float = 180
+    ) -> None:
         """Poll ``condition``; fail with the driver's output if it ends first or time runs out."""
         deadline = time.monotonic() + timeout
         while not condition():
@@ -107,8 +126,12 @@ class Runs:
 
     @staticmethod
     def wait_for_checkpoint(run_dir: Path, proc: subprocess.Popen, at_least: int, timeout: float = 180) -> int:
-        Runs.wait_until(lambda: any(s >= at_least for s in Runs.checkpoint_steps(run_dir)), proc,
-                        f"checkpoint at step >= {at_least}", timeout)
+        Runs.wait_until(
+            lambda: any(s >= at_least for s in Runs.checkpoint_steps(run_dir)),
+            proc,
+            f"checkpoint at step >= {at_least}",
+            timeout,
+        )
         return Runs.checkpoint_steps(run_dir)[-1]
 
     @staticmethod
@@ -229,8 +252,12 @@ def accepted_values(field: Any) -> list[str]:
     """Override texts the field accepts on its own: small values near its lower bound (cheap to run)."""
     kind = kind_of(field)
     texts = ["null"] if kind is not field.annotation else []  # Optional
-    limits = {name: getattr(bound, name) for bound in field.metadata for name in ("ge", "gt", "le", "lt")
-              if hasattr(bound, name)}
+    limits = {
+        name: getattr(bound, name)
+        for bound in field.metadata
+        for name in ("ge", "gt", "le", "lt")
+        if hasattr(bound, name)
+    }
     if kind is bool:
         return texts + ["true", "false"]
     if typing.get_origin(kind) is typing.Literal:

@@ -12,7 +12,7 @@ takes: the step is skipped on every rank and counted, and too many in a row stop
 from __future__ import annotations
 
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -15,8 +15,8 @@ import sys
 import pytest
 import yaml
 
-from curriculum.core.overrides import build_config
 from curriculum.cli.run import PROG, main
+from curriculum.core.overrides import build_config
 from oracle.cli_errors import UsageError, run_cli
 
 
@@ -29,8 +29,9 @@ def cli(argv, capsys) -> tuple[int, str]:
     return ended.value.code, lines[0]
 
 
-def test_every_field_refuses_values_past_its_bounds_of_a_wrong_type_or_nan(refused_override, tmp_path,
-                                                                          monkeypatch, capsys):
+def test_every_field_refuses_values_past_its_bounds_of_a_wrong_type_or_nan(
+    refused_override, tmp_path, monkeypatch, capsys
+):
     path, override = refused_override
     with pytest.raises(UsageError, match=re.escape(path)):  # refused before any command runs
         build_config("smoke", None, [override])
@@ -40,28 +41,31 @@ def test_every_field_refuses_values_past_its_bounds_of_a_wrong_type_or_nan(refus
     assert list(tmp_path.iterdir()) == [], "nothing may be created (no run dir, no mlflow.db)"
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--preset", "huge"], "--preset"),
-    (["train.bogus=3"], "train.bogus"),
-    (["bogus.section=3"], "bogus"),
-    (["curriculum.stages.0.gate.bogus=3"], "curriculum.stages.0.gate.bogus"),
-    (["curriculum.stages.1.size=8", "curriculum.stages.0.size=12"], "must not shrink"),
-    (["curriculum.stages=[]"], "curriculum.stages"),
-    (["curriculum.stages.9.size=10"], "curriculum.stages.9"),
-    (["train.batch_size"], "key.path=value"),
-    (["train.lr=[unclosed"], "train.lr"),
-    (["--config", "missing.yaml"], "missing.yaml"),
-    (["--resume", "nowhere"], "nowhere"),
-    (["--backend", "spark"], "--backend"),
-    (["--backend", "local", "--address", "auto"], "--address"),
-    (["curriculum.stages.0.task.min_distance=50"], "min_distance"),
-    (["model.hidden_size=36", "model.num_heads=4"], "head dim 9"),
-    (["train.eval_size=1", "scaling.num_workers=2"], "train.eval_size"),
-    (["curriculum.stages.1.replay=0.99"], "curriculum.stages.1.replay 0.99 leaves no task of the stage itself"),
-    (["model.vocab_size=2"], "model.vocab_size 2 is below the task's 42 tokens"),
-    (["model.num_vehicles=3"], "model.num_vehicles 3"),
-    (["tracking.mlflow_uri=./mlruns"], "tracking.mlflow_uri"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--preset", "huge"], "--preset"),
+        (["train.bogus=3"], "train.bogus"),
+        (["bogus.section=3"], "bogus"),
+        (["curriculum.stages.0.gate.bogus=3"], "curriculum.stages.0.gate.bogus"),
+        (["curriculum.stages.1.size=8", "curriculum.stages.0.size=12"], "must not shrink"),
+        (["curriculum.stages=[]"], "curriculum.stages"),
+        (["curriculum.stages.9.size=10"], "curriculum.stages.9"),
+        (["train.batch_size"], "key.path=value"),
+        (["train.lr=[unclosed"], "train.lr"),
+        (["--config", "missing.yaml"], "missing.yaml"),
+        (["--resume", "nowhere"], "nowhere"),
+        (["--backend", "spark"], "--backend"),
+        (["--backend", "local", "--address", "auto"], "--address"),
+        (["curriculum.stages.0.task.min_distance=50"], "min_distance"),
+        (["model.hidden_size=36", "model.num_heads=4"], "head dim 9"),
+        (["train.eval_size=1", "scaling.num_workers=2"], "train.eval_size"),
+        (["curriculum.stages.1.replay=0.99"], "curriculum.stages.1.replay 0.99 leaves no task of the stage itself"),
+        (["model.vocab_size=2"], "model.vocab_size 2 is below the task's 42 tokens"),
+        (["model.num_vehicles=3"], "model.num_vehicles 3"),
+        (["tracking.mlflow_uri=./mlruns"], "tracking.mlflow_uri"),
+    ],
+)
 def test_bad_arguments_exit_2_naming_them_and_create_nothing(tmp_path, monkeypatch, capsys, args, needle):
     monkeypatch.chdir(tmp_path)
     code, line = cli(args if "--preset" in args or "--resume" in args else ["--preset", "smoke", *args], capsys)
@@ -69,16 +73,22 @@ def test_bad_arguments_exit_2_naming_them_and_create_nothing(tmp_path, monkeypat
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("content,needle", [
-    ("- a\n- b\n", "top level must be a mapping, not list"),
-    ("just a string\n", "top level must be a mapping, not str"),
-    ("train: [unclosed\n", "not valid YAML"),
-    ("train:\n  lr: fast\n", "train.lr"),
-    ("train:\n  speed: 3\n", "train.speed"),
-    ("curriculum:\n  stages: []\n", "curriculum.stages"),
-    ("curriculum:\n  stages:\n    - {size: 20, gate: {threshold: 0.5}, max_steps: 9}\n"
-     "    - {size: 10, gate: {threshold: 0.5}, max_steps: 9}\n", "must not shrink"),
-])
+@pytest.mark.parametrize(
+    "content,needle",
+    [
+        ("- a\n- b\n", "top level must be a mapping, not list"),
+        ("just a string\n", "top level must be a mapping, not str"),
+        ("train: [unclosed\n", "not valid YAML"),
+        ("train:\n  lr: fast\n", "train.lr"),
+        ("train:\n  speed: 3\n", "train.speed"),
+        ("curriculum:\n  stages: []\n", "curriculum.stages"),
+        (
+            "curriculum:\n  stages:\n    - {size: 20, gate: {threshold: 0.5}, max_steps: 9}\n"
+            "    - {size: 10, gate: {threshold: 0.5}, max_steps: 9}\n",
+            "must not shrink",
+        ),
+    ],
+)
 def test_bad_yaml_files_exit_2_naming_the_field(tmp_path, monkeypatch, capsys, content, needle):
     (tmp_path / "bad.yaml").write_text(content)
     monkeypatch.chdir(tmp_path)
@@ -87,14 +97,18 @@ def test_bad_yaml_files_exit_2_naming_the_field(tmp_path, monkeypatch, capsys, c
     assert [p.name for p in tmp_path.iterdir()] == ["bad.yaml"]
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--preset", "smoke", "train.lr=-1"], "train.lr"),
-    (["--preset", "smoke", "--backend", "spark"], "--backend"),
-    (["--preset", "smoke", "curriculum.stages.0.size=41"], "curriculum.stages.0.size"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--preset", "smoke", "train.lr=-1"], "train.lr"),
+        (["--preset", "smoke", "--backend", "spark"], "--backend"),
+        (["--preset", "smoke", "curriculum.stages.0.size=41"], "curriculum.stages.0.size"),
+    ],
+)
 def test_a_real_process_prints_one_line_and_exits_2(tmp_path, args, needle):
-    result = subprocess.run([sys.executable, "-m", "curriculum.run", *args], capture_output=True, text=True,
-                            cwd=tmp_path, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "curriculum.run", *args], capture_output=True, text=True, cwd=tmp_path, timeout=120
+    )
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0] and result.stdout == "", result.stderr

@@ -96,12 +96,24 @@ def test_a_writer_killed_mid_write_never_leaves_a_half_written_checkpoint(tmp_pa
 
 # ---------------------------------------------------------------- through the CLI: --resume refuses, naming the file
 
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, runs):
     """A run directory with a checkpoint at step 20."""
     cwd = tmp_path_factory.mktemp("resume")
-    result = runs.run(["--preset", "smoke", "--backend", "local", "--run-dir", "run", "train.max_steps=20",
-                       "tracking.images_per_eval=0"], cwd)
+    result = runs.run(
+        [
+            "--preset",
+            "smoke",
+            "--backend",
+            "local",
+            "--run-dir",
+            "run",
+            "train.max_steps=20",
+            "tracking.images_per_eval=0",
+        ],
+        cwd,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return cwd / "run"
 
@@ -120,9 +132,14 @@ def _other_model(path):
     torch.save({**loaded, "model": HRM(wide).state_dict()}, path)
 
 
-@pytest.mark.parametrize("damage,reason", [(_truncate, "cannot load checkpoint"),
-                                           (_malicious, "objects other than tensors and plain data"),
-                                           (_other_model, "does not fit this run: Error(s) in loading state_dict")])
+@pytest.mark.parametrize(
+    "damage,reason",
+    [
+        (_truncate, "cannot load checkpoint"),
+        (_malicious, "objects other than tensors and plain data"),
+        (_other_model, "does not fit this run: Error(s) in loading state_dict"),
+    ],
+)
 def test_resume_from_a_bad_checkpoint_exits_2_naming_the_file(finished_run, runs, tmp_path, damage, reason):
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)

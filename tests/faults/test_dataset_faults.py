@@ -58,15 +58,18 @@ def test_an_array_of_the_wrong_shape_is_named(dataset, name):
     refused(dataset, name)
 
 
-@pytest.mark.parametrize("name,bad", [
-    ("all__inputs.npy", lambda a: a.astype(np.float32)),
-    ("all__labels.npy", lambda a: a.astype(np.float64)),
-    ("all__costs.npy", lambda a: np.ones(a.shape, np.int64)),
-    ("all__start.npy", lambda a: a.astype(np.float32)),
-    ("all__end.npy", lambda a: a + 10_000),
-    ("all__puzzle_indices.npy", lambda a: a[::-1].copy()),
-    ("all__group_indices.npy", lambda a: a * 2),
-])
+@pytest.mark.parametrize(
+    "name,bad",
+    [
+        ("all__inputs.npy", lambda a: a.astype(np.float32)),
+        ("all__labels.npy", lambda a: a.astype(np.float64)),
+        ("all__costs.npy", lambda a: np.ones(a.shape, np.int64)),
+        ("all__start.npy", lambda a: a.astype(np.float32)),
+        ("all__end.npy", lambda a: a + 10_000),
+        ("all__puzzle_indices.npy", lambda a: a[::-1].copy()),
+        ("all__group_indices.npy", lambda a: a * 2),
+    ],
+)
 def test_wrong_types_and_values_are_named(dataset, name, bad):
     path = dataset / "train" / name
     np.save(path, bad(np.load(path)))

@@ -44,8 +44,12 @@ def mount_tmpfs():
     mounted: list[Path] = []
 
     def mount(where: Path, size: str) -> bool:
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                              capture_output=True).returncode == 0
+        done = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+            ).returncode
+            == 0
+        )
         if done:
             mounted.append(where)
         return done
@@ -61,8 +65,20 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_stops_with_one_line(mount
     mounted = mount_tmpfs(probe, "64k")
     run_dir = tmp_path / "run"
     wide = [] if mounted else ["model.hidden_size=192", "model.num_heads=4"]
-    first = runs.run(["--preset", "smoke", "--backend", "local", "--run-dir", "run", "train.max_steps=20",
-                      "tracking.images_per_eval=0", *wide], tmp_path)
+    first = runs.run(
+        [
+            "--preset",
+            "smoke",
+            "--backend",
+            "local",
+            "--run-dir",
+            "run",
+            "train.max_steps=20",
+            "tracking.images_per_eval=0",
+            *wide,
+        ],
+        tmp_path,
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     good = run_dir / "checkpoints" / "checkpoint-000000020.pt"
     before = good.read_bytes()
@@ -75,15 +91,23 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_stops_with_one_line(mount
     else:
         assert len(before) > FSIZE_LIMIT, "the widened model's checkpoint must exceed the file size limit"
 
-    resumed = subprocess.run([sys.executable, "-m", "curriculum.run", "--resume", "run", "--backend", "local",
-                              "train.max_steps=40"], capture_output=True, text=True, cwd=tmp_path, env=runs.env(),
-                             timeout=300, preexec_fn=None if mounted else limit_file_size)
+    resumed = subprocess.run(
+        [sys.executable, "-m", "curriculum.run", "--resume", "run", "--backend", "local", "train.max_steps=40"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=runs.env(),
+        timeout=300,
+        preexec_fn=None if mounted else limit_file_size,
+    )
     assert resumed.returncode == 1, resumed.stderr[-3000:]
     error = resumed.stderr.strip().splitlines()[-1]
     why = "No space left on device" if mounted else "File too large"
-    assert error.startswith("python -m curriculum.run: error: CheckpointError: cannot write checkpoint "
-                            f"run/checkpoints/checkpoint-000000040.pt: {why}; the previous checkpoint "
-                            f"run/checkpoints/checkpoint-000000020.pt is kept"), error
+    assert error.startswith(
+        "python -m curriculum.run: error: CheckpointError: cannot write checkpoint "
+        f"run/checkpoints/checkpoint-000000040.pt: {why}; the previous checkpoint "
+        f"run/checkpoints/checkpoint-000000020.pt is kept"
+    ), error
 
     assert good.read_bytes() == before and load_checkpoint(good)["step"] == 20
     left = sorted(p.name for p in (run_dir / "checkpoints").iterdir())

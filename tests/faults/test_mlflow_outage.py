@@ -25,17 +25,30 @@ def test_training_goes_on_while_the_tracking_server_is_down(runs, mlflow_server,
     run_dir = tmp_path / "run"
     try:
         mlflow_server.wait(servers[0], port, log)
-        with runs.driver(["--preset", "smoke", "--backend", "local", "--run-dir", "run", *runs.ENDLESS,
-                          f"tracking.mlflow_uri=http://127.0.0.1:{port}"], tmp_path) as proc:
+        with runs.driver(
+            [
+                "--preset",
+                "smoke",
+                "--backend",
+                "local",
+                "--run-dir",
+                "run",
+                *runs.ENDLESS,
+                f"tracking.mlflow_uri=http://127.0.0.1:{port}",
+            ],
+            tmp_path,
+        ) as proc:
             runs.wait_until(lambda: file_log_steps(run_dir), proc, "a first evaluation")
             mlflow_server.stop(servers[0])
             logged = len(file_log_steps(run_dir))
-            runs.wait_until(lambda: len(file_log_steps(run_dir)) >= logged + 2, proc,
-                            "two evaluations while MLflow is down")
+            runs.wait_until(
+                lambda: len(file_log_steps(run_dir)) >= logged + 2, proc, "two evaluations while MLflow is down"
+            )
             servers.append(mlflow_server.start(db, port, log))
             mlflow_server.wait(servers[-1], port, log)
-            runs.wait_until(lambda: "reachable again" in runs.output(proc), proc, "delivery after the outage",
-                            timeout=120)
+            runs.wait_until(
+                lambda: "reachable again" in runs.output(proc), proc, "delivery after the outage", timeout=120
+            )
             runs.stop_cleanly(proc, run_dir, signal.SIGINT)  # exit 130, KILLED in MLflow: it was reachable
 
         output = runs.output(proc)

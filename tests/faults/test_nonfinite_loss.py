@@ -9,20 +9,34 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from curriculum.adapters.checkpoint import load_checkpoint
+
+pytestmark = pytest.mark.slow  # real training subprocesses: outside the inner loop
 
 DRIVER = Path(__file__).with_name("nonfinite_driver.py")
 
 
 def run_with_nan_steps(runs, steps: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(DRIVER), steps, *args], capture_output=True, text=True, cwd=cwd,
-                          env=runs.env(), timeout=300)
+    return subprocess.run(
+        [sys.executable, str(DRIVER), steps, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=runs.env(),
+        timeout=300,
+    )
 
 
 def test_nonfinite_steps_are_skipped_counted_and_a_streak_stops_the_run_at_a_good_checkpoint(runs, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_with_nan_steps(runs, "3,4,5,25-60", ["--preset", "smoke", "--backend", "local", "--run-dir", "run",
-                                                      *runs.ENDLESS, "train.max_skipped_steps=5"], tmp_path)
+    result = run_with_nan_steps(
+        runs,
+        "3,4,5,25-60",
+        ["--preset", "smoke", "--backend", "local", "--run-dir", "run", *runs.ENDLESS, "train.max_skipped_steps=5"],
+        tmp_path,
+    )
     # Steps 3-5 are skipped and the run goes on; steps 25-29 are five in a row: the run stops at step 29.
     assert result.returncode == 1, result.stderr[-3000:]
     error = result.stderr.strip().splitlines()[-1]  # above it, only MLflow's own notes on creating its tables

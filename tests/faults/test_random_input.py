@@ -8,35 +8,49 @@ import io
 import math
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from curriculum.core.config import RunConfig
-from curriculum.trainer.context import pick_device
-from curriculum.core.overrides import build_config
 from curriculum.cli.run import PROG, main
+from curriculum.core.config import RunConfig
+from curriculum.core.overrides import build_config
 from curriculum.core.streams import TaskStream, heldout_tasks
-from routing.batch import task_tensors
+from curriculum.trainer.context import pick_device
 from hrm.model import HRM
 from hrm.optimizer import AdamATan2
-from routing.training import train_step
 from oracle import load_dataset, verify_paths
 from oracle.cli_errors import UsageError, run_cli
 from oracle.generate import main as generate_main
 from oracle.vocab import PATH
+from routing.batch import task_tensors
+from routing.training import train_step
 
 # Texts YAML reads as something other than a plain number: strings, lists, mappings, null, parse errors.
 ODD_TEXT = ["abc", "[1, 2]", "{a: 1}", "null", "true", "''", "[unclosed", ": :", "1e999", "-.inf", ".nan", "0x1F"]
 # Small numbers only: a valid but huge model or batch would be slow to run, not wrong.
-NUMBERS = st.one_of(st.integers(-2, 12), st.floats(-1.0, 12.0).map(lambda x: round(x, 3)),
-                    st.sampled_from([0.05, 0.5, 0.95, 1.5, 16, 40, 41, 2**63]))
+NUMBERS = st.one_of(
+    st.integers(-2, 12),
+    st.floats(-1.0, 12.0).map(lambda x: round(x, 3)),
+    st.sampled_from([0.05, 0.5, 0.95, 1.5, 16, 40, 41, 2**63]),
+)
 VALUES = st.one_of(NUMBERS.map(repr), st.sampled_from(ODD_TEXT), st.text(max_size=6))
-ODD_PATHS = ["train", "train.lr.x", "curriculum.stages.7.size", "curriculum.stages.x.size", "model..hidden_size",
-             ".a", "x.", "curriculum.stages.0", "curriculum.stages.0.gate", "scaling.num_workers.0", "faults.bogus"]
+ODD_PATHS = [
+    "train",
+    "train.lr.x",
+    "curriculum.stages.7.size",
+    "curriculum.stages.x.size",
+    "model..hidden_size",
+    ".a",
+    "x.",
+    "curriculum.stages.0",
+    "curriculum.stages.0.gate",
+    "scaling.num_workers.0",
+    "faults.bogus",
+]
 
 
 def in_empty_directory(call: Callable[[], object]) -> tuple[object, bool]:
@@ -79,8 +93,16 @@ def one_step_per_stage(config: RunConfig) -> None:
     for index, stage in enumerate(stages):
         heldout_tasks(stages, index, config.train.seed, config.train.eval_size)
         batch = task_tensors(stream.batch(index, 0), torch.device("cpu"))
-        _, logs, _ = train_step(model, model.initial_carry(batch), batch, optimizer, stage.penalties, config.train.lr,
-                                None, config.train.grad_clip)
+        _, logs, _ = train_step(
+            model,
+            model.initial_carry(batch),
+            batch,
+            optimizer,
+            stage.penalties,
+            config.train.lr,
+            None,
+            config.train.grad_clip,
+        )
         assert math.isfinite(float(logs["total"])), f"stage {index}: non-finite loss"
 
 
@@ -90,8 +112,9 @@ def test_random_config_overrides_run_or_exit_2(accepted_overrides, data):
     # Half the examples use real fields with values each accepts on its own, so accepted configs come up often.
     plausible = data.draw(st.booleans())
     real = st.sampled_from(sorted(accepted_overrides))
-    paths = data.draw(st.lists(real if plausible else st.one_of(real, st.sampled_from(ODD_PATHS)), min_size=1,
-                               max_size=3))
+    paths = data.draw(
+        st.lists(real if plausible else st.one_of(real, st.sampled_from(ODD_PATHS)), min_size=1, max_size=3)
+    )
     overrides = []
     for path in paths:
         fits = st.sampled_from(accepted_overrides.get(path) or ["1"])
@@ -110,12 +133,16 @@ def test_random_config_overrides_run_or_exit_2(accepted_overrides, data):
 
 SIZES = st.integers(8, 14)
 SPEC_FLAGS = {  # flag: values a spec may well accept (odd ones are drawn too, below)
-    "--size": SIZES, "--min-distance": st.integers(1, 8), "--max-distance": st.integers(1, 26),
+    "--size": SIZES,
+    "--min-distance": st.integers(1, 8),
+    "--max-distance": st.integers(1, 26),
     "--traffic-scale": st.floats(0.0, 2.5).map(lambda x: round(x, 2)),
     "--obstacle-density": st.floats(0.0, 0.5).map(lambda x: round(x, 2)),
     "--vehicle-mix": st.lists(st.integers(0, 3), min_size=4, max_size=4).map(lambda xs: ",".join(map(str, xs))),
-    "--test-fraction": st.floats(0.0, 0.9).map(lambda x: round(x, 2)), "--seed": st.integers(0, 2**63 - 1),
-    "--count": st.integers(1, 6)}
+    "--test-fraction": st.floats(0.0, 0.9).map(lambda x: round(x, 2)),
+    "--seed": st.integers(0, 2**63 - 1),
+    "--count": st.integers(1, 6),
+}
 
 
 @settings(max_examples=60, deadline=None, database=None)
@@ -125,8 +152,11 @@ def test_random_task_specs_generate_checkable_datasets_or_exit_2(data):
     argv = []
     for flag in ["--size", "--count", *sorted(flags)]:
         plausible = SPEC_FLAGS[flag].map(str)
-        value = data.draw(st.one_of(plausible, plausible, plausible, plausible, plausible, NUMBERS.map(repr),
-                                    st.sampled_from(ODD_TEXT)))
+        value = data.draw(
+            st.one_of(
+                plausible, plausible, plausible, plausible, plausible, NUMBERS.map(repr), st.sampled_from(ODD_TEXT)
+            )
+        )
         argv += [flag, value]
     prog = "python -m oracle.generate"
 

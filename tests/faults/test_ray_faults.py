@@ -15,8 +15,12 @@ from curriculum.adapters.checkpoint import load_checkpoint
 pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
 
 # Stage 0 (8x8) passes its gate at the first evaluation (step 20); stage 1 (10x10) can never pass.
-PROMOTE_AT_20 = ["curriculum.stages.0.gate.threshold=0.05", "curriculum.stages.0.gate.patience=1",
-                 "curriculum.stages.1.gate.threshold=1.0", "tracking.images_per_eval=0"]
+PROMOTE_AT_20 = [
+    "curriculum.stages.0.gate.threshold=0.05",
+    "curriculum.stages.0.gate.patience=1",
+    "curriculum.stages.1.gate.threshold=1.0",
+    "tracking.images_per_eval=0",
+]
 
 
 def stage_history(client, run) -> list[tuple[int, float]]:
@@ -33,11 +37,15 @@ def registered_steps(run_dir) -> list[int]:
     return sorted(result["metrics"]["step"] for result in snapshot["checkpoint_results"])
 
 
-def test_a_killed_worker_is_restarted_from_the_last_checkpoint_in_the_same_run(ray_head, runs, find_processes,
-                                                                               tmp_path):
+def test_a_killed_worker_is_restarted_from_the_last_checkpoint_in_the_same_run(
+    ray_head, runs, find_processes, tmp_path
+):
     run_dir = tmp_path / "run"
-    with runs.driver(["--preset", "smoke", "--address", ray_head.address, "--run-dir", "run", *PROMOTE_AT_20,
-                      "train.max_steps=80"], tmp_path, test_cluster=True) as proc:
+    with runs.driver(
+        ["--preset", "smoke", "--address", ray_head.address, "--run-dir", "run", *PROMOTE_AT_20, "train.max_steps=80"],
+        tmp_path,
+        test_cluster=True,
+    ) as proc:
         runs.wait_until(lambda: registered_steps(run_dir), proc, "a checkpoint registered by Ray")
         registered = registered_steps(run_dir)[-1]
         # Every Ray process of the test cluster descends from its head's ``ray start`` process.
@@ -63,8 +71,11 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint_in_the_same_run(r
 
 def test_a_killed_driver_is_resumed_into_the_same_run(ray_head, runs, tmp_path):
     run_dir = tmp_path / "run"
-    with runs.driver(["--preset", "smoke", "--address", ray_head.address, "--run-dir", "run", *PROMOTE_AT_20,
-                      "train.max_steps=100"], tmp_path, test_cluster=True) as proc:
+    with runs.driver(
+        ["--preset", "smoke", "--address", ray_head.address, "--run-dir", "run", *PROMOTE_AT_20, "train.max_steps=100"],
+        tmp_path,
+        test_cluster=True,
+    ) as proc:
         runs.wait_for_checkpoint(run_dir, proc, at_least=60)
     # Leaving the block killed the driver (SIGKILL to its process group).
     killed_at = runs.checkpoint_steps(run_dir)[-1]
@@ -90,8 +101,21 @@ def test_sigterm_stops_both_ranks_at_one_step_killed_with_a_checkpoint(ray_head,
     # Ray's own SIGTERM handler would exit at once and leave the MLflow run RUNNING. With two ranks, a rank
     # that stopped alone would leave the other waiting in an all-reduce forever. (Ctrl-C on a Ray run:
     # test_safe_defaults, on a local instance as a user starts it.)
-    with runs.driver(["--preset", "smoke", "--address", ray_head.address, "--run-dir", "run", *PROMOTE_AT_20,
-                      "train.max_steps=100000", "curriculum.stages.1.max_steps=100000", "scaling.num_workers=2"],
-                     tmp_path, test_cluster=True) as proc:
+    with runs.driver(
+        [
+            "--preset",
+            "smoke",
+            "--address",
+            ray_head.address,
+            "--run-dir",
+            "run",
+            *PROMOTE_AT_20,
+            "train.max_steps=100000",
+            "curriculum.stages.1.max_steps=100000",
+            "scaling.num_workers=2",
+        ],
+        tmp_path,
+        test_cluster=True,
+    ) as proc:
         runs.wait_for_checkpoint(tmp_path / "run", proc, at_least=20)
         assert runs.stop_cleanly(proc, tmp_path / "run", signal.SIGTERM)["step"] > 20

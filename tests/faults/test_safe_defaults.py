@@ -14,8 +14,20 @@ import pytest
 pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
 
 ROOT = Path(__file__).resolve().parents[2]
-SKIPPED_DIRS = {".git", ".venv", "venv", "__pycache__", ".pytest_cache", ".hypothesis", "runs", "data", "tune",
-                "mlruns", "mlartifacts", "hrm_curriculum.egg-info"}
+SKIPPED_DIRS = {
+    ".git",
+    ".venv",
+    "venv",
+    "__pycache__",
+    ".pytest_cache",
+    ".hypothesis",
+    "runs",
+    "data",
+    "tune",
+    "mlruns",
+    "mlartifacts",
+    "hrm_curriculum.egg-info",
+}
 # Written so that no pattern matches its own source text.
 SECRETS = {
     "AWS access key id": r"\bAKIA[0-9A-Z]{16}\b",
@@ -68,8 +80,9 @@ def listening_addresses(pid: int) -> set[tuple[str, int]]:
     return found
 
 
-def test_a_local_ray_run_keeps_token_auth_a_loopback_dashboard_and_stops_on_ctrl_c(runs, find_processes, tmp_path,
-                                                                                   monkeypatch):
+def test_a_local_ray_run_keeps_token_auth_a_loopback_dashboard_and_stops_on_ctrl_c(
+    runs, find_processes, tmp_path, monkeypatch
+):
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # Ray's own default, as a user gets it
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     run_dir = tmp_path / "run"

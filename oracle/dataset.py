@@ -5,7 +5,9 @@
 public HRM code: every task is its own puzzle and group; its puzzle identifier is vehicle + 1, so
 HRM's puzzle embedding sees the vehicle too), plus the sidecars ``all__costs.npy``,
 ``all__start.npy``, ``all__end.npy``, ``all__vehicle.npy``, ``all__optimal_cost.npy`` and
-``all__hour.npy``. ``DIR/identifiers.json`` names the puzzle identifiers.
+``all__hour.npy``, and the dense oracle fields ``all__from_start.npy`` and ``all__to_end.npy`` (the
+cheapest route cost from the start to every cell and from every cell to the end; see
+``oracle.fields``). ``DIR/identifiers.json`` names the puzzle identifiers.
 
 Writes are atomic: everything goes to a temporary directory beside ``DIR`` that is renamed into
 place at the end, so an interrupted or failed write leaves no partial dataset.
@@ -32,6 +34,7 @@ GENERATOR_VERSION = "1.0.0"
 SET_NAME = "all"
 HRM_FILES = ("inputs", "labels", "puzzle_identifiers", "puzzle_indices", "group_indices")
 SIDECARS = ("costs", "start", "end", "vehicle", "optimal_cost", "hour")
+FIELDS = ("from_start", "to_end")  # derived from the sidecars; optional on load (older datasets lack them)
 TEST_STREAM_OFFSET = 1 << 40  # test tasks come from a task-index range training never reaches
 IDENTIFIERS = ["<blank>", "bike", "car", "van", "truck"]
 
@@ -51,6 +54,7 @@ class DatasetSplit:
     puzzle_indices: np.ndarray
     group_indices: np.ndarray
     sidecars: dict[str, np.ndarray] = field(default_factory=dict)
+    fields: dict[str, np.ndarray] = field(default_factory=dict)  # from_start / to_end where present
 
     def __len__(self) -> int:
         return len(self.inputs)
@@ -166,6 +170,9 @@ def split_metadata(batch: TaskBatch, spec: TaskSpec, seed: int, split: str) -> d
             "vehicle": "uint8 [n]: 0 bike, 1 car, 2 van, 3 truck",
             "optimal_cost": "float32 [n]: cost of an optimal route (start cell excluded)",
             "hour": "uint8 [n]: hour of day of the traffic",
+            "from_start": "float32 [n, N*N]: cheapest route cost from the start to each cell, +inf if unreachable",
+            "to_end": "float32 [n, N*N]: cheapest route cost from each cell to the end, +inf if unreachable; "
+            "a cell is on some optimal route iff from_start + to_end == optimal_cost",
         },
         "canonical_path": "see oracle/astar.py: backward walk from the end, neighbours in order up, left, down, right",
         **vocab.describe(),
@@ -182,6 +189,7 @@ def _write_split(directory: Path, batch: TaskBatch, spec: TaskSpec, seed: int, s
         "puzzle_indices": np.arange(n + 1, dtype=np.int32),
         "group_indices": np.arange(n + 1, dtype=np.int32),
         **{name: getattr(batch, name) for name in SIDECARS},
+        **dict(zip(FIELDS, batch.route_fields())),
     }
     for name, array in arrays.items():
         np.save(directory / f"{SET_NAME}__{name}.npy", array)
@@ -247,8 +255,9 @@ def load_split(directory: Path) -> DatasetSplit:
         raise DatasetError(f"{meta_path} is not a JSON object")
     arrays = {name: _load_npy(directory / f"{SET_NAME}__{name}.npy") for name in HRM_FILES}
     _check_hrm_arrays(directory, arrays, metadata)
-    sidecars = _load_sidecars(directory, n=len(arrays["inputs"]), cells=arrays["inputs"].shape[1])
-    return DatasetSplit(metadata=metadata, sidecars=sidecars, **arrays)
+    n, cells = arrays["inputs"].shape
+    sidecars = _load_sidecars(directory, n=n, cells=cells)
+    return DatasetSplit(metadata=metadata, sidecars=sidecars, fields=_load_fields(directory, n, cells), **arrays)
 
 
 def _file(directory: Path, name: str) -> Path:
@@ -325,6 +334,22 @@ def _load_sidecars(directory: Path, n: int, cells: int) -> dict[str, np.ndarray]
         missing = [_file(directory, name).name for name in SIDECARS if name not in sidecars]
         raise DatasetError(f"{directory} is missing sidecar file(s) {', '.join(missing)}")
     return sidecars
+
+
+def _load_fields(directory: Path, n: int, cells: int) -> dict[str, np.ndarray]:
+    """The dense oracle fields where present, each checked for shape and dtype."""
+    fields = {}
+    for name in FIELDS:
+        path = _file(directory, name)
+        if path.exists():
+            array = _load_npy(path)
+            _fail_unless(
+                array.shape == (n, cells) and array.dtype == np.float32,
+                path,
+                f"has {array.dtype} {array.shape}, expected float32 {(n, cells)}",
+            )
+            fields[name] = array
+    return fields
 
 
 def load_dataset(directory: Path) -> dict[str, DatasetSplit]:

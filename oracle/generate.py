@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from oracle.cli_errors import USAGE_EXIT, OneLineParser, UsageError, describe_validation_error, run_cli
 from oracle.dataset import check_writable_target, draw_splits, save_dataset
-from oracle.spec import TaskSpec
+from oracle.spec import MAX_SIZE, MIN_SIZE, TaskSpec
 
 PROG = "python -m oracle.generate"
 PROGRESS_FROM = 20_000  # counts at least this large get a progress bar
@@ -28,7 +28,7 @@ _SPEC_FLAGS = {
 
 def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description=__doc__)
-    parser.add_argument("--size", type=int, required=True, help="grid side N (8-40)")
+    parser.add_argument("--size", type=int, required=True, help=f"grid side N ({MIN_SIZE}-{MAX_SIZE})")
     parser.add_argument("--count", type=int, required=True, help="total tasks (train + test)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--out", type=Path, required=True, help="output directory (must not exist)")

@@ -16,6 +16,7 @@ from numba import njit, prange
 
 from oracle.astar import make_workspace, mark_canonical_path, solve
 from oracle.city import draw_city, draw_traffic
+from oracle.fields import route_fields
 from oracle.rng import randint, seed_stream, uniform
 from oracle.spec import TaskSpec
 from oracle.vocab import (
@@ -52,6 +53,11 @@ class TaskBatch:
 
     def __len__(self) -> int:
         return len(self.inputs)
+
+    def route_fields(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(from_start, to_end)``: the cheapest route cost from the start to every cell and from every
+        cell to the end, float32 [n, N*N], +inf where unreachable (see ``oracle.fields``)."""
+        return route_fields(self.costs, self.start, self.end)
 
 
 @njit(cache=True)

@@ -7,7 +7,7 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-MIN_SIZE, MAX_SIZE = 8, 40
+MIN_SIZE, MAX_SIZE = 8, 64
 
 
 def grid_side(cells: int) -> int:
@@ -28,7 +28,7 @@ class TaskSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    size: int = Field(ge=MIN_SIZE, le=MAX_SIZE, description="Grid side N (8 to 40).")
+    size: int = Field(ge=MIN_SIZE, le=MAX_SIZE, description=f"Grid side N ({MIN_SIZE} to {MAX_SIZE}).")
     min_distance: Optional[int] = Field(
         default=None, ge=1, description="Smallest Manhattan distance between start and end (default N // 2)."
     )

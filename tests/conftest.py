@@ -46,6 +46,11 @@ def distances_from(costs: np.ndarray, n: int, start: int) -> np.ndarray:
     return dijkstra(grid_graph(np.asarray(costs, np.float64), n), indices=int(start))
 
 
+def distances_to(costs: np.ndarray, n: int, end: int) -> np.ndarray:
+    """Cheapest cost from every cell to ``end`` (Dijkstra on the reversed graph)."""
+    return dijkstra(grid_graph(np.asarray(costs, np.float64), n).T.tocsr(), indices=int(end))
+
+
 def walk_back(costs, dist, n, start, end, order=CANONICAL_ORDER) -> np.ndarray:
     """Mask of the optimal path read backwards from ``end`` with the given neighbour order."""
     mask = np.zeros(n * n, bool)
@@ -68,6 +73,7 @@ def walk_back(costs, dist, n, start, end, order=CANONICAL_ORDER) -> np.ndarray:
 
 class Reference:
     distances_from = staticmethod(distances_from)
+    distances_to = staticmethod(distances_to)
     walk_back = staticmethod(walk_back)
     canonical_order = CANONICAL_ORDER
 

@@ -118,7 +118,7 @@ def test_plain_hrm_directory_without_sidecars_loads(generated, tmp_path):
     "args,needle",
     [
         (["--size", 7, "--count", 10], "--size 7"),
-        (["--size", 41, "--count", 10], "--size 41"),
+        (["--size", 65, "--count", 10], "--size 65"),
         (["--size", 10, "--count", 0], "--count"),
         (["--size", 10, "--count", -4], "--count"),
         (["--size", 10, "--count", 10, "--min-distance", 25], "min_distance 25"),

@@ -148,7 +148,7 @@ def test_parks_scale_with_obstacle_density():
     "fields,needle",
     [
         ({"size": 7}, "size"),
-        ({"size": 41}, "size"),
+        ({"size": 65}, "size"),
         ({"size": 10, "min_distance": 19}, "min_distance"),
         ({"size": 10, "min_distance": 8, "max_distance": 4}, "distance range"),
         ({"size": 10, "vehicle_mix": (0, 0, 0, 0)}, "vehicle_mix"),

@@ -16,6 +16,10 @@ tasks per size. Variants change one thing against the preset:
 - ``curriculum``: the preset as it is;
 - ``direct``: a one-stage ladder, the preset's last stage (40×40 in tiny, gpu and paper) from step 0
   (trailing overrides apply after the variant's, so ``curriculum.stages.0.size=20`` trains 20×20);
+- ``anyopt`` / ``detour`` / ``head``: the oracle-supervised levers, each on top of the one before: a
+  route loss that accepts every optimal route (``penalties.any_optimal``), then the cost-aware detour
+  term (``penalties.detour``), then the route head trained on the oracle's dense fields
+  (``model.route_head``, ``penalties.optimal_set``, ``penalties.cost_to_go``);
 - ``onestep`` / ``fullbp-ema``: HRM's one-step gradient without an EMA, or backprop through every
   call of the segment (``model.backprop=full``) with an EMA of the weights (TRM's EMA; the preset's
   decay, 0.999 where it has none), everything else as in the preset. TRM's own gradient keeps only
@@ -35,8 +39,19 @@ import time
 from pathlib import Path
 from typing import Optional
 
-VARIANTS = ("curriculum", "direct", "onestep", "fullbp-ema")
-COLUMNS = ("connectivity", "valid_route", "optimal", "exact")
+VARIANTS = ("curriculum", "direct", "onestep", "fullbp-ema", "anyopt", "detour", "head")
+COLUMNS = ("connectivity", "valid_route", "optimal", "cost_ratio", "exact")
+# The oracle-supervised levers, each added on top of the previous one, on every stage.
+LEVERS = {
+    "anyopt": {"penalties.any_optimal": "true"},
+    "detour": {"penalties.any_optimal": "true", "penalties.detour": "1.0"},
+    "head": {
+        "penalties.any_optimal": "true",
+        "penalties.detour": "1.0",
+        "penalties.optimal_set": "0.5",
+        "penalties.cost_to_go": "0.5",
+    },
+}
 
 
 def variant_overrides(preset: str, variant: str) -> list[str]:
@@ -48,6 +63,12 @@ def variant_overrides(preset: str, variant: str) -> list[str]:
     if variant == "direct":
         last = dict(preset_config(preset).curriculum.stages[-1].model_dump(mode="json"), replay=0.0)
         return ["curriculum.stages=" + json.dumps([last])]
+    if variant in LEVERS:
+        stages = range(len(preset_config(preset).curriculum.stages))
+        extra = ["model.route_head=true"] if variant == "head" else []
+        return extra + [
+            f"curriculum.stages.{i}.{key}={value}" for i in stages for key, value in LEVERS[variant].items()
+        ]
     if variant == "onestep":
         return ["model.backprop=one_step", "model.ema_decay=null"]
     if variant == "fullbp-ema":  # the preset's own EMA where it has one, so only the gradient changes
@@ -101,6 +122,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     parser.add_argument("--count", type=int, default=512, help="held-out tasks per grid size")
     parser.add_argument("--sizes", default="10,20,30,40")
+    parser.add_argument("--segments", type=int, help="ACT segments in the final evaluation (default: the run's)")
     parser.add_argument("--run-dir", type=Path, help="default runs/learning-<preset>-<variant>-<time>")
     parser.add_argument("overrides", nargs="*", help="extra key.path=value overrides for the run")
     args = parser.parse_args(argv)
@@ -137,7 +159,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     ladder = [stage["size"] for stage in config["curriculum"]["stages"]]
     sizes = [int(s) for s in args.sizes.split(",")]
     results = evaluate_checkpoint(
-        latest_checkpoint(run_dir / "checkpoints"), sizes, args.count, args.device, run_dir / "pictures"
+        latest_checkpoint(run_dir / "checkpoints"),
+        sizes,
+        args.count,
+        args.device,
+        run_dir / "pictures",
+        segments=args.segments,
     )
     arrivals = stage_arrivals(outcome, ladder)
     table = markdown_table(results, arrivals)

@@ -54,6 +54,12 @@ class ModelConfig(BaseModel):
         "mode the state carried between segments is detached. The older spelling full_backprop=true/false "
         "is read as full/one_step.",
     )
+    route_head: bool = Field(
+        False,
+        description="A second per-cell output head trained on the oracle's dense fields: whether the cell lies "
+        "on some optimal route, and its cost to the end relative to the optimal cost (auxiliary targets; the "
+        "route itself is still read from the token logits).",
+    )
     ema_decay: float | None = Field(
         None, gt=0.0, lt=1.0, description="Decay of the exponential moving average of weights (TRM); None = off."
     )

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -106,6 +107,8 @@ class HRM(nn.Module):
         self.register_buffer("z_l_init", trunc_normal_(torch.empty(D), std=1.0), persistent=True)
 
         self.lm_head = Linear(D, c.vocab_size)
+        # Dense oracle outputs per cell: [on some optimal route (logit), cost to the end / optimal cost].
+        self.route_head = Linear(D, 2) if c.route_head else None
         self.q_head = Linear(D, 2, bias=True)
         # Q starts near sigmoid(-5) ~ 0.007 for both actions: no early halting until Q has learned.
         with torch.no_grad():
@@ -127,8 +130,12 @@ class HRM(nn.Module):
 
     def segment(
         self, z_h: torch.Tensor, z_l: torch.Tensor, batch: dict[str, torch.Tensor]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One ACT segment from states (z_h, z_l). Returns new z_h, z_l (detached), logits, q_halt, q_continue."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """One ACT segment from states (z_h, z_l).
+
+        Returns new z_h, z_l (detached), logits, q_halt, q_continue, and the route head's outputs
+        [B, N*N, 2] (None without ``config.route_head``).
+        """
         c = self.config
         inputs = batch["inputs"]
         n = grid_side(inputs.shape[1])
@@ -157,7 +164,8 @@ class HRM(nn.Module):
 
             logits = self.lm_head(z_h[:, 1:]).float()  # drop the vehicle prefix
             q = self.q_head(z_h[:, 0]).float()  # the prefix position summarises the whole grid
-        return z_h.detach(), z_l.detach(), logits, q[:, 0], q[:, 1]
+            route = self.route_head(z_h[:, 1:]).float() if self.route_head is not None else None
+        return z_h.detach(), z_l.detach(), logits, q[:, 0], q[:, 1], route
 
     # ------------------------------------------------------------------ ACT with a batch carry
     def initial_carry(self, batch: dict[str, torch.Tensor]) -> HRMCarry:
@@ -208,8 +216,10 @@ class HRM(nn.Module):
             drawn = torch.randint_like(steps, low=2, high=max(c.halt_max_steps, 2) + 1)
             min_steps = torch.where(halted, torch.where(explore, drawn, 1), min_steps).to(torch.int32)
 
-        z_h, z_l, logits, q_halt, q_continue = self.segment(z_h, z_l, data)
+        z_h, z_l, logits, q_halt, q_continue, route = self.segment(z_h, z_l, data)
         outputs = {"logits": logits, "q_halt_logits": q_halt, "q_continue_logits": q_continue}
+        if route is not None:
+            outputs["route"] = route
 
         with torch.no_grad():
             steps = steps + 1
@@ -223,7 +233,7 @@ class HRM(nn.Module):
                 new_halted = last | ((q_halt > q_continue) & (steps >= min_steps))
                 # Q-learning target for "continue": the value of the next segment, bootstrapped from
                 # one extra no-grad segment (no replay buffer: the many samples act as parallel envs).
-                _, _, _, next_halt, next_continue = self.segment(z_h, z_l, data)
+                _, _, _, next_halt, next_continue, _ = self.segment(z_h, z_l, data)
                 outputs["target_q_continue"] = torch.sigmoid(
                     torch.where(last, next_halt, torch.maximum(next_halt, next_continue))
                 )
@@ -234,14 +244,23 @@ class HRM(nn.Module):
         return new_carry, outputs
 
     @torch.no_grad()
-    def predict(self, batch: dict[str, torch.Tensor]) -> tuple[HRMCarry, dict[str, torch.Tensor]]:
-        """Evaluation: run every sample for all halt_max_steps segments (eval mode), return the last outputs."""
+    def predict(
+        self, batch: dict[str, torch.Tensor], segments: Optional[int] = None
+    ) -> tuple[HRMCarry, dict[str, torch.Tensor]]:
+        """Evaluation: run every sample for ``segments`` ACT segments (default halt_max_steps), in eval mode,
+        and return the last outputs. More segments than training used is "thinking longer": the recurrence
+        simply goes on from the state the last segment left."""
+        segments = self.config.halt_max_steps if segments is None else segments
+        if segments < 1:
+            raise ValueError(f"segments must be at least 1, got {segments}")
         was_training = self.training
         self.eval()
         try:
             carry = self.initial_carry(batch)
             outputs: dict[str, torch.Tensor] = {}
-            for _ in range(self.config.halt_max_steps):
+            for _ in range(segments):
+                # Eval mode halts a sample only at halt_max_steps; past it keep every sample running.
+                carry = replace(carry, halted=torch.zeros_like(carry.halted)) if outputs else carry
                 carry, outputs = self(carry, batch)
         finally:
             self.train(was_training)

@@ -3,6 +3,14 @@
     total = CE + 0.5 * (BCE(q_halt, halt_target) + BCE(q_continue, target_q_continue))
           + w_path_class * CE on PATH cells + w_sparsity * sparsity + w_budget * budget
           + w_coverage * coverage + w_connectivity * connectivity
+          + w_detour * detour + w_optimal_set * BCE(route head, on-optimal) + w_cost_to_go * regression
+
+With ``any_optimal`` the route terms do not single out the canonical label among several optimal
+routes: on a cell of some optimal route (start and end aside) the cross-entropy accepts either the
+input token or PATH, and sparsity counts only cells on no optimal route. The dense terms read the
+oracle's fields (``from_start``, ``to_end``: see ``oracle.fields``): ``detour`` weighs path
+probability by the least extra cost of any route through the cell, so of two connected routes the
+cheaper one costs less; ``optimal_set`` and ``cost_to_go`` train the model's route head.
 
 Every penalty is a smooth function of p = softmax(logits)[..., PATH], the predicted probability that
 a cell is on the route, never of argmax tokens (argmax has no gradient). A weight of 0 skips the
@@ -10,7 +18,8 @@ term entirely: it is neither computed nor added, so the total is bit-identical t
 Every term is averaged per sample, then over the batch, so its size does not depend on B or N.
 
 Batch keys (use ``carry.current_data``, the data the outputs belong to): ``labels`` [B, N*N] int,
-``costs`` [B, N*N] float (+inf where the vehicle may not go), ``start`` / ``end`` [B] flat indices.
+``costs`` [B, N*N] float (+inf where the vehicle may not go), ``start`` / ``end`` [B] flat indices;
+for ``any_optimal`` and the dense terms also ``inputs``, ``optimal_cost``, ``from_start`` and ``to_end``.
 """
 
 from __future__ import annotations
@@ -23,7 +32,10 @@ from hrm.model import grid_side
 from oracle.vocab import PATH
 
 PENALTY_TERMS = ("path_class", "sparsity", "budget", "coverage", "connectivity")
+DENSE_TERMS = ("detour", "optimal_set", "cost_to_go")  # read the oracle's dense fields
+HEAD_TERMS = ("optimal_set", "cost_to_go")  # train the model's route head
 CONNECTIVITY_CAP = 50.0  # nats per label route cell
+COST_TO_GO_CAP = 4.0  # cost to the end, in optimal costs: far cells all read as "far"
 
 
 class PenaltyWeights(BaseModel):
@@ -55,6 +67,35 @@ class PenaltyWeights(BaseModel):
         f"(capped at {CONNECTIVITY_CAP:g}).",
     )
 
+    detour: float = Field(
+        0.0,
+        ge=0.0,
+        description="Path probability times the least extra cost (relative to the optimal cost, at most 1) of "
+        "any route through the cell, per label route cell: zero on every optimal route, so the cheaper of two "
+        "connected routes wins.",
+    )
+    optimal_set: float = Field(
+        0.0,
+        ge=0.0,
+        description="BCE of the route head's first output against 'the cell lies on some optimal route' "
+        "(needs model.route_head).",
+    )
+    cost_to_go: float = Field(
+        0.0,
+        ge=0.0,
+        description="Smooth-L1 of the route head's second output against the cell's cost to the end / the "
+        f"optimal cost (capped at {COST_TO_GO_CAP:g}), on cells that reach the end (needs model.route_head).",
+    )
+    any_optimal: bool = Field(
+        False,
+        description="Accept every optimal route, not only the canonical label: on cells of another optimal "
+        "route the cross-entropy accepts PATH or the input token, and sparsity skips them.",
+    )
+
+    @property
+    def needs_route_head(self) -> bool:
+        return any(getattr(self, name) > 0 for name in HEAD_TERMS)
+
     @classmethod
     def off(cls) -> PenaltyWeights:
         """All penalties off: the HRM paper's loss."""
@@ -77,6 +118,30 @@ def stablemax_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch
     """Per-cell cross-entropy [B, C] (float64) of stablemax(logits) [B, C, V] against labels [B, C]."""
     logp = log_stablemax(logits, dim=-1)
     return -logp.gather(-1, labels.long().unsqueeze(-1)).squeeze(-1)
+
+
+def optimal_cells(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """bool [B, C]: cells on at least one optimal route (exact: costs are small integers)."""
+    return (batch["from_start"] + batch["to_end"]) == batch["optimal_cost"].float().unsqueeze(-1)
+
+
+def any_optimal_cross_entropy(
+    logits: torch.Tensor, batch: dict[str, torch.Tensor], on_optimal: torch.Tensor
+) -> torch.Tensor:
+    """Per-cell cross-entropy [B, C] (float64) that accepts every optimal route.
+
+    On a cell of some optimal route other than start and end, a route may pass or not: the target is
+    "PATH or the input token" (-log of their summed probability). Elsewhere, and at start and end
+    (on every route), the target is the label.
+    """
+    logp = log_stablemax(logits, dim=-1)
+    label = logp.gather(-1, batch["labels"].long().unsqueeze(-1)).squeeze(-1)
+    either = torch.logaddexp(logp.gather(-1, batch["inputs"].long().unsqueeze(-1)).squeeze(-1), logp[..., PATH])
+    endpoints = (
+        F.one_hot(batch["start"].long(), logits.shape[1]).bool()
+        | F.one_hot(batch["end"].long(), logits.shape[1]).bool()
+    )
+    return -torch.where(on_optimal & ~endpoints, either, label)
 
 
 # ---------------------------------------------------------------- penalties (each [B])
@@ -142,6 +207,33 @@ def connectivity_term(
     return -reach.view(B, n * n).gather(1, end.long().view(B, 1)).squeeze(1)
 
 
+def detour_term(p: torch.Tensor, batch: dict[str, torch.Tensor], legal: torch.Tensor, path_len: torch.Tensor):
+    """Sum over legal cells of p times the cell's relative detour, per label route cell.
+
+    A route through cell v costs at least from_start[v] + to_end[v]; its excess over the optimal cost
+    C*, divided by C* and capped at 1 (1 also where no route passes), bounds what marking v adds to the
+    route's cost. Cells of every optimal route weigh 0.
+    """
+    optimal = batch["optimal_cost"].float().clamp_min(1).unsqueeze(-1)
+    slack = ((batch["from_start"] + batch["to_end"] - optimal) / optimal).nan_to_num(posinf=1.0).clamp(0.0, 1.0)
+    return (p * slack * legal).sum(-1) / path_len
+
+
+def route_head_terms(route: torch.Tensor, batch: dict[str, torch.Tensor], on_optimal: torch.Tensor, legal):
+    """(BCE of the on-optimal logit over legal cells, smooth-L1 of the cost to go over cells that reach the end)."""
+    legal_f = legal.float()
+    bce = F.binary_cross_entropy_with_logits(route[..., 0], on_optimal.float(), reduction="none")
+    optimal_set = (bce * legal_f).sum(-1) / legal_f.sum(-1).clamp_min(1)
+    to_end = batch["to_end"]
+    reach = torch.isfinite(to_end)
+    target = (torch.where(reach, to_end, 0.0) / batch["optimal_cost"].float().clamp_min(1).unsqueeze(-1)).clamp(
+        max=COST_TO_GO_CAP
+    )
+    err = F.smooth_l1_loss(route[..., 1], target, reduction="none", beta=0.1)
+    cost_to_go = (err * reach).sum(-1) / reach.sum(-1).clamp_min(1)
+    return optimal_set, cost_to_go
+
+
 # ---------------------------------------------------------------- total
 def act_loss(
     outputs: dict[str, torch.Tensor],
@@ -162,7 +254,11 @@ def act_loss(
     labels = batch["labels"]
     B, C, _ = logits.shape
 
-    cell_ce = stablemax_cross_entropy(logits, labels)  # [B, C] float64
+    on_optimal = optimal_cells(batch) if weights.any_optimal or weights.detour > 0 or weights.needs_route_head else None
+    if weights.any_optimal:
+        cell_ce = any_optimal_cross_entropy(logits, batch, on_optimal)
+    else:
+        cell_ce = stablemax_cross_entropy(logits, labels)  # [B, C] float64
     ce = cell_ce.mean(-1).mean()
     q_halt_logits = outputs["q_halt_logits"]
     q_halt = F.binary_cross_entropy_with_logits(q_halt_logits, halt_target.to(q_halt_logits.dtype))
@@ -173,18 +269,29 @@ def act_loss(
         total = total + 0.5 * q_continue
         logs["q_continue"] = q_continue
 
-    on = [name for name in PENALTY_TERMS if getattr(weights, name) > 0]
+    on = [name for name in PENALTY_TERMS + DENSE_TERMS if getattr(weights, name) > 0]
+    if weights.needs_route_head and "route" not in outputs:
+        raise ValueError("the optimal_set and cost_to_go penalties need the model's route head (model.route_head)")
     if on:
         is_path = labels == PATH
         log_p = F.log_softmax(logits.float(), dim=-1)[..., PATH]  # [B, C]
         p = log_p.exp()
         path_len = is_path.sum(-1).clamp_min(1).to(p.dtype)
-        forbidden = torch.isinf(batch["costs"]) if {"coverage", "connectivity"} & set(on) else None
+        forbidden = torch.isinf(batch["costs"])
+        head = route_head_terms(outputs["route"], batch, on_optimal, ~forbidden) if weights.needs_route_head else None
+        # any_optimal: the cells a route may use are those of every optimal route, not only the label's.
+        route_cells = on_optimal if weights.any_optimal else is_path
         for name in on:
             if name == "path_class":
-                term = path_class_term(cell_ce, is_path)
+                term = path_class_term(cell_ce, route_cells)
             elif name == "sparsity":
-                term = sparsity_term(p, is_path)
+                term = sparsity_term(p, route_cells)
+            elif name == "detour":
+                term = detour_term(p, batch, ~forbidden, path_len)
+            elif name == "optimal_set":
+                term = head[0]
+            elif name == "cost_to_go":
+                term = head[1]
             elif name == "budget":
                 term = budget_term(p, path_len)
             elif name == "coverage":

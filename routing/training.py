@@ -104,12 +104,15 @@ def train_step(
 
 
 @torch.no_grad()
-def evaluate(model: HRM, batches: list[dict[str, torch.Tensor]], ema: Optional[EMA] = None) -> dict[str, torch.Tensor]:
-    """Summed metrics (see ``routing.metrics.metric_sums``) over ``batches``, every sample run to the last segment."""
+def evaluate(
+    model: HRM, batches: list[dict[str, torch.Tensor]], ema: Optional[EMA] = None, segments: Optional[int] = None
+) -> dict[str, torch.Tensor]:
+    """Summed metrics (see ``routing.metrics.metric_sums``) over ``batches``, every sample run for ``segments``
+    ACT segments (default: the model's halt_max_steps)."""
     totals: dict[str, torch.Tensor] = {}
     with ema.average_weights(model) if ema is not None else nullcontext():
         for batch in batches:
-            carry, outputs = model.predict(batch)
+            carry, outputs = model.predict(batch, segments)
             sums = metric_sums(score(outputs, carry.current_data, carry.steps))
             for name, value in sums.items():
                 totals[name] = totals.get(name, 0) + value
@@ -117,8 +120,10 @@ def evaluate(model: HRM, batches: list[dict[str, torch.Tensor]], ema: Optional[E
 
 
 @torch.no_grad()
-def predict_tokens(model: HRM, batch: dict[str, torch.Tensor], ema: Optional[EMA] = None) -> torch.Tensor:
-    """Argmax tokens [B, N*N] after every segment (for pictures and the evaluation CLI)."""
+def predict_tokens(
+    model: HRM, batch: dict[str, torch.Tensor], ema: Optional[EMA] = None, segments: Optional[int] = None
+) -> torch.Tensor:
+    """Argmax tokens [B, N*N] after ``segments`` segments (for pictures and the evaluation CLI)."""
     with ema.average_weights(model) if ema is not None else nullcontext():
-        _, outputs = model.predict(batch)
+        _, outputs = model.predict(batch, segments)
     return outputs["logits"].argmax(-1)

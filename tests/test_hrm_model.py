@@ -199,7 +199,7 @@ def _segment_grads(backprop: str, h_cycles: int, l_cycles: int, reference: bool 
         logits, q = model.lm_head(z_h[:, 1:]), model.q_head(z_h[:, 0])
         q_halt, q_continue = q[:, 0], q[:, 1]
     else:
-        _, _, logits, q_halt, q_continue = model.segment(z_h, z_l, batch)
+        _, _, logits, q_halt, q_continue, _ = model.segment(z_h, z_l, batch)
     (logits.square().mean() + q_halt.sum() + 0.5 * q_continue.sum()).backward()
     return {name: p.grad for name, p in model.named_parameters()}
 

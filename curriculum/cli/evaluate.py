@@ -4,7 +4,10 @@
 
 CHECKPOINT is a checkpoint file or a run directory (its newest checkpoint). Tasks are fresh draws
 from the run's own stage settings for each size (default settings for sizes the run never
-trained on), from a seed no training stream uses. Prints a table and writes route pictures.
+trained on), from a seed no training stream uses. Sizes up to 64 are accepted, beyond the 40x40 a
+run trains on: the model's 2-D positions extend to any grid. ``--segments 2,4,8`` evaluates each size
+with that many ACT segments (more than training used is "thinking longer"). Prints a table and
+writes route pictures.
 """
 
 from __future__ import annotations
@@ -34,6 +37,18 @@ def _parse_sizes(text: str) -> list[int]:
     return sizes
 
 
+def _parse_segments(text: Optional[str]) -> list[Optional[int]]:
+    if text is None:
+        return [None]
+    try:
+        segments = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise UsageError(f"--segments {text!r}: expected comma-separated integers like 2,4,8") from None
+    if not segments or any(not 1 <= s <= 64 for s in segments):
+        raise UsageError(f"--segments {text!r}: every count must be in 1..64")
+    return segments
+
+
 def spec_for_size(config: RunConfig, size: int) -> TaskSpec:
     """The run's own task knobs for a size it trained on, the defaults otherwise."""
     for stage in config.curriculum.stages:
@@ -43,9 +58,16 @@ def spec_for_size(config: RunConfig, size: int) -> TaskSpec:
 
 
 def evaluate_checkpoint(
-    path: Path, sizes: list[int], count: int, device: str = "cpu", picture_dir: Optional[Path] = None, shown: int = 4
+    path: Path,
+    sizes: list[int],
+    count: int,
+    device: str = "cpu",
+    picture_dir: Optional[Path] = None,
+    shown: int = 4,
+    segments: Optional[int] = None,
 ) -> dict[int, dict[str, float]]:
-    """Held-out metric means per size for the model in checkpoint ``path``."""
+    """Held-out metric means per size for the model in checkpoint ``path``, each task run for ``segments``
+    ACT segments (default: the run's train.eval_segments, else the model's halt_max_steps)."""
 
     from curriculum.core.streams import evaluation_tasks
     from hrm.ema import EMA
@@ -59,21 +81,23 @@ def evaluate_checkpoint(
     ema = None
     with restoring(path):
         config = RunConfig.model_validate_json(saved["config"])
-        model = HRM(config.model).to(device)
+        # max_grid only bounds the inputs; the weights hold no per-size table, so larger grids run as they are.
+        model = HRM(config.model.model_copy(update={"max_grid": max([config.model.max_grid, *sizes])})).to(device)
         model.load_state_dict(saved["model"])
         if saved.get("ema") is not None and config.model.ema_decay:
             ema = EMA(model, config.model.ema_decay)
             ema.load_state_dict(saved["ema"])
+    segments = segments if segments is not None else config.train.eval_segments
     results = {}
     for size in sizes:
         tasks = evaluation_tasks(spec_for_size(config, size), config.train.seed, count)
         batches = [task_tensors(select(tasks, np.arange(i, min(i + 256, count))), device) for i in range(0, count, 256)]
-        results[size] = means_from_sums(evaluate(model, batches, ema))
+        results[size] = means_from_sums(evaluate(model, batches, ema, segments))
         if picture_dir is not None and shown:
             from curriculum.adapters.pictures import render_routes
 
             part = select(tasks, np.arange(min(shown, count)))
-            pred = predict_tokens(model, task_tensors(part, device), ema).cpu().numpy()
+            pred = predict_tokens(model, task_tensors(part, device), ema, segments).cpu().numpy()
             render_routes(
                 part.inputs,
                 part.labels,
@@ -82,8 +106,9 @@ def evaluate_checkpoint(
                 part.start,
                 part.end,
                 size,
-                Path(picture_dir) / f"evaluate-{size}x{size}.png",
-                title=f"{Path(path).name}: held-out {size}x{size}",
+                Path(picture_dir) / f"evaluate-{size}x{size}{'' if segments is None else f'-seg{segments}'}.png",
+                title=f"{Path(path).name}: held-out {size}x{size}"
+                + ("" if segments is None else f", {segments} segments"),
             )
     return results
 
@@ -104,9 +129,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sizes", default="10,20,30,40", help="grid sizes (default 10,20,30,40)")
     parser.add_argument("--count", type=int, default=512, help="tasks per size (default 512)")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument(
+        "--segments", help="ACT segments per task, comma-separated for several (default: the run's evaluation setting)"
+    )
     parser.add_argument("--pictures", type=Path, help="directory for route pictures (default next to the checkpoint)")
     args = parser.parse_args(argv)
     sizes = _parse_sizes(args.sizes)
+    segment_counts = _parse_segments(args.segments)
     if args.count <= 0:
         raise UsageError(f"--count must be positive, got {args.count}")
     path = args.checkpoint
@@ -120,12 +149,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
     picture_dir = args.pictures or path.parent.parent / "pictures"
-    try:
-        results = evaluate_checkpoint(path, sizes, args.count, args.device, picture_dir)
-    except CheckpointError as exc:  # readable, but not a model of this project's shape
-        raise UsageError(str(exc)) from None
     print(f"{path}")
-    print(format_table(results, args.count))
+    for segments in segment_counts:
+        try:
+            results = evaluate_checkpoint(path, sizes, args.count, args.device, picture_dir, segments=segments)
+        except CheckpointError as exc:  # readable, but not a model of this project's shape
+            raise UsageError(str(exc)) from None
+        if segments is not None:
+            print(f"{segments} ACT segments per task")
+        print(format_table(results, args.count))
     print(f"pictures: {picture_dir}")
     return 0
 

@@ -42,6 +42,13 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(ge=1, description="Steps between evaluations (and checkpoints).")
     eval_size: int = Field(ge=1, le=100_000, description="Held-out tasks per stage, fixed for the run.")
     eval_batch_size: int = Field(256, ge=1, description="Held-out tasks per forward pass during evaluation.")
+    eval_segments: Optional[int] = Field(
+        None,
+        ge=1,
+        le=64,
+        description="ACT segments every held-out task runs in evaluation (None = model.halt_max_steps); more "
+        "than training used lets the model think longer.",
+    )
     seed: int = Field(0, ge=0, lt=2**63, description="Seeds the model, the task streams and the held-out sets.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available.")
     torch_threads: Optional[int] = Field(
@@ -198,6 +205,12 @@ class RunConfig(BaseModel):
             raise ValueError(f"model.vocab_size {self.model.vocab_size} is below the task's {VOCAB_SIZE} tokens")
         if self.model.num_vehicles < NUM_VEHICLES:
             raise ValueError(f"model.num_vehicles {self.model.num_vehicles} is below the task's {NUM_VEHICLES}")
+        for i, stage in enumerate(self.curriculum.stages):
+            if stage.penalties.needs_route_head and not self.model.route_head:
+                raise ValueError(
+                    f"curriculum.stages.{i}.penalties: optimal_set and cost_to_go train the route head; "
+                    "set model.route_head=true or set them to 0"
+                )
         largest = max(stage.size for stage in self.curriculum.stages)
         if largest > self.model.max_grid:
             raise ValueError(f"curriculum reaches {largest}x{largest} but model.max_grid is {self.model.max_grid}")

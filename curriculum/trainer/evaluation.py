@@ -58,7 +58,7 @@ class HeldOut:
 
     def measure(self, learner: Learner, key: HeldOutSet) -> dict[str, float]:
         """Metric means over the whole set (every rank's shard)."""
-        sums = evaluate_batches(learner.model, self.batches(key), learner.ema)
+        sums = evaluate_batches(learner.model, self.batches(key), learner.ema, self.config.train.eval_segments)
         device = self.ctx.device
         vector = torch.stack(
             [torch.as_tensor(sums.get(name, 0.0), dtype=torch.float64, device=device).reshape(()) for name in SUM_NAMES]

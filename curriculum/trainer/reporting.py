@@ -83,7 +83,7 @@ def log_routes(
     from curriculum.adapters.pictures import render_routes
 
     part = {k: v[:shown] for k, v in batch.items()}
-    pred = predict_tokens(learner.model, part, learner.ema).cpu().numpy()
+    pred = predict_tokens(learner.model, part, learner.ema, learner.config.train.eval_segments).cpu().numpy()
     arrays = {k: v.cpu().numpy() for k, v in part.items()}
     n = record.evaluated.size
     path = render_routes(

@@ -1,0 +1,168 @@
+"""The oracle-supervised loss levers: any-optimal route loss, the detour (cost) term, the route head, and
+evaluation with more ACT segments than training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from hrm.config import ModelConfig
+from hrm.model import HRM
+from oracle import TaskSpec, generate_tasks
+from oracle.vocab import PATH, VOCAB_SIZE
+from routing.batch import task_tensors
+from routing.losses import PenaltyWeights, act_loss, optimal_cells
+
+ALTERNATIVE_ORDER = ((0, 1), (1, 0), (0, -1), (-1, 0))  # right, down, left, up: the canonical rule reversed
+
+
+def task_with_two_optimal_routes(reference):
+    """A real 10x10 task whose optimal routes include one other than the label, of the same length."""
+    tasks = generate_tasks(TaskSpec(size=10), 64, seed=11)
+    for i in range(len(tasks)):
+        costs = tasks.costs[i].astype(np.float64)
+        dist = reference.distances_from(costs, 10, tasks.start[i])
+        other = reference.walk_back(costs, dist, 10, tasks.start[i], tasks.end[i], ALTERNATIVE_ORDER)
+        label = tasks.labels[i] == PATH
+        if not np.array_equal(other, label) and other.sum() == label.sum():
+            from oracle.dataset import select
+
+            return task_tensors(select(tasks, np.array([i]))), torch.from_numpy(label), torch.from_numpy(other)
+    raise AssertionError("no task with a second optimal route of the same length")
+
+
+def confident_outputs(batch: dict[str, torch.Tensor], route: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Logits that mark ``route`` as PATH and copy the input token everywhere else."""
+    logits = torch.full((1, route.numel(), VOCAB_SIZE), -8.0)
+    inputs = batch["inputs"][0].long()
+    logits[0, torch.arange(route.numel()), inputs] = torch.where(route, -8.0, 8.0)
+    logits[0, route, PATH] = 8.0
+    return {"logits": logits, "q_halt_logits": torch.zeros(1), "q_continue_logits": torch.zeros(1)}
+
+
+ROUTE_TERMS = dict(path_class=1.0, sparsity=1.0, budget=1.0, coverage=0.5, connectivity=3.0)
+
+
+def test_any_optimal_loss_gives_no_extra_penalty_to_another_optimal_route(reference):
+    batch, label, other = task_with_two_optimal_routes(reference)
+    halt = torch.ones(1, dtype=torch.bool)
+    weights = PenaltyWeights(**ROUTE_TERMS, detour=1.0, any_optimal=True)
+    loss_label, _ = act_loss(confident_outputs(batch, label), batch, halt, weights)
+    loss_other, _ = act_loss(confident_outputs(batch, other), batch, halt, weights)
+    torch.testing.assert_close(loss_other, loss_label, rtol=1e-6, atol=1e-6)
+    # The label-only loss punishes the other optimal route: that is what any_optimal removes.
+    plain = PenaltyWeights(**ROUTE_TERMS)
+    plain_label, _ = act_loss(confident_outputs(batch, label), batch, halt, plain)
+    plain_other, _ = act_loss(confident_outputs(batch, other), batch, halt, plain)
+    assert float(plain_other) > float(plain_label) + 1.0
+
+
+def test_any_optimal_still_punishes_a_route_off_the_optimal_set(reference):
+    batch, label, _ = task_with_two_optimal_routes(reference)
+    on = optimal_cells(batch)[0]
+    legal_off = torch.isfinite(batch["costs"][0]) & ~on
+    padded = label | legal_off  # the route plus every legal cell on no optimal route
+    weights = PenaltyWeights(**ROUTE_TERMS, any_optimal=True)
+    halt = torch.ones(1, dtype=torch.bool)
+    good, _ = act_loss(confident_outputs(batch, label), batch, halt, weights)
+    bad, _ = act_loss(confident_outputs(batch, padded), batch, halt, weights)
+    assert float(bad) > float(good) + 1.0
+
+
+def test_detour_is_zero_on_optimal_routes_and_grows_with_the_extra_cost(reference):
+    batch, label, other = task_with_two_optimal_routes(reference)
+    weights = PenaltyWeights.off().model_copy(update={"detour": 1.0})
+    halt = torch.ones(1, dtype=torch.bool)
+    terms = {}
+    for name, route in {"label": label, "other": other}.items():
+        _, logs = act_loss(confident_outputs(batch, route), batch, halt, weights)
+        terms[name] = float(logs["detour"])
+    assert terms["label"] < 1e-3 and terms["other"] < 1e-3
+    # Mark one legal cell off every optimal route, beside the route: the detour term rises by its slack.
+    slack = batch["from_start"][0] + batch["to_end"][0] - batch["optimal_cost"][0]
+    candidates = torch.nonzero(torch.isfinite(slack) & (slack > 0)).flatten()
+    cell = int(candidates[torch.argmin(slack[candidates])])
+    worse = label.clone()
+    worse[cell] = True
+    _, logs = act_loss(confident_outputs(batch, worse), batch, halt, weights)
+    expected = min(float(slack[cell] / batch["optimal_cost"][0]), 1.0) / float(label.sum())
+    assert float(logs["detour"]) == pytest.approx(expected, rel=1e-3)
+
+
+def test_detour_has_a_gradient_that_lowers_path_probability_off_the_optimal_set(reference):
+    batch, label, _ = task_with_two_optimal_routes(reference)
+    grads = {}
+    for weight in (0.0, 1.0):
+        out = confident_outputs(batch, label)
+        out["logits"] = torch.zeros_like(out["logits"]).requires_grad_()
+        weights = PenaltyWeights.off().model_copy(update={"detour": weight})
+        loss, _ = act_loss(out, batch, torch.ones(1, dtype=torch.bool), weights)
+        loss.backward()
+        grads[weight] = out["logits"].grad[0, :, PATH]
+    from_detour = grads[1.0] - grads[0.0]
+    on = optimal_cells(batch)[0]
+    legal = torch.isfinite(batch["costs"][0])
+    assert (from_detour[legal & ~on] > 0).all()  # descent lowers PATH there
+    assert from_detour[on].abs().max() < 1e-9
+
+
+def small_model(**extra) -> HRM:
+    torch.manual_seed(0)
+    config = ModelConfig(
+        hidden_size=32, num_heads=2, h_layers=1, l_layers=1, h_cycles=1, l_cycles=1, halt_max_steps=2, **extra
+    )
+    return HRM(config)
+
+
+def test_route_head_outputs_and_gradients():
+    tasks = task_tensors(generate_tasks(TaskSpec(size=10), 4, seed=2))
+    model = small_model(route_head=True)
+    carry, outputs = model(model.initial_carry(tasks), tasks)
+    assert outputs["route"].shape == (4, 100, 2) and outputs["route"].dtype == torch.float32
+    weights = PenaltyWeights.off().model_copy(update={"optimal_set": 1.0, "cost_to_go": 1.0})
+    loss, logs = act_loss(outputs, carry.current_data, torch.zeros(4, dtype=torch.bool), weights)
+    assert float(logs["optimal_set"]) > 0 and float(logs["cost_to_go"]) > 0
+    loss.backward()
+    assert model.route_head.weight.grad.abs().sum() > 0
+    assert model.h_level.layers[0].mlp.down.weight.grad.abs().sum() > 0  # the trunk learns from the fields too
+
+
+def test_route_head_terms_need_the_head():
+    tasks = task_tensors(generate_tasks(TaskSpec(size=10), 2, seed=2))
+    model = small_model()
+    carry, outputs = model(model.initial_carry(tasks), tasks)
+    assert "route" not in outputs
+    with pytest.raises(ValueError, match="route_head"):
+        act_loss(outputs, carry.current_data, torch.zeros(2, dtype=torch.bool), PenaltyWeights(optimal_set=1.0))
+
+
+def test_route_head_learns_the_optimal_set():
+    # A few hundred steps on one batch: the head's BCE falls well below its starting value.
+    tasks = task_tensors(generate_tasks(TaskSpec(size=8, min_distance=2, max_distance=6), 16, seed=4))
+    model = small_model(route_head=True)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    weights = PenaltyWeights.off().model_copy(update={"optimal_set": 1.0})
+    first = None
+    for _ in range(150):
+        carry, outputs = model(model.initial_carry(tasks), tasks)
+        loss, logs = act_loss(outputs, carry.current_data, torch.zeros(16, dtype=torch.bool), weights)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        first = float(logs["optimal_set"]) if first is None else first
+    assert float(logs["optimal_set"]) < 0.5 * first
+
+
+def test_predict_runs_more_segments_than_training():
+    tasks = task_tensors(generate_tasks(TaskSpec(size=10), 3, seed=2))
+    model = small_model()
+    carry, two = model.predict(tasks)
+    assert carry.steps.tolist() == [2, 2, 2]
+    carry, five = model.predict(tasks, segments=5)
+    assert carry.steps.tolist() == [5, 5, 5]
+    _, again = model.predict(tasks, segments=2)
+    torch.testing.assert_close(again["logits"], two["logits"])
+    assert not torch.allclose(five["logits"], two["logits"])
+    with pytest.raises(ValueError, match="segments"):
+        model.predict(tasks, segments=0)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Optional
 
 VARIANTS = ("curriculum", "direct", "onestep", "fullbp-ema", "anyopt", "detour", "head")
-COLUMNS = ("connectivity", "valid_route", "optimal", "cost_ratio", "exact")
+COLUMNS = ("connectivity", "valid_route", "optimal", "cost_ratio", "exact", "decoded_optimal")
 # The oracle-supervised levers, each added on top of the previous one, on every stage.
 LEVERS = {
     "anyopt": {"penalties.any_optimal": "true"},

@@ -15,6 +15,8 @@ Per sample, from argmax predictions (``pred`` tokens) against the task:
 | path_f1       | F1 of predicted vs label PATH cells                                               |
 | q_halt_accuracy | (q_halt logit >= 0) agrees with "optimal"                                       |
 | act_steps     | ACT segments used                                                                 |
+| decoded_*     | optimal / cost_ratio / excess of the decoded route (``routing.decode``): the most |
+|               | probable legal chain under the model's path probabilities (evaluation only)       |
 
 Connectivity and the inside-route cost come from one batched min-plus relaxation over all samples
 at once (row and column scans, see ``route_costs_inside``), never from a per-sample Python search. "optimal" follows the
@@ -32,6 +34,7 @@ from hrm.model import grid_side
 from oracle.vocab import PATH
 
 VALID_ROUTE_MAX_EXCESS = 1.5
+DECODED_METRICS = ("decoded_optimal", "decoded_cost_ratio", "decoded_excess")  # evaluation only
 METRIC_NAMES = (
     "path_ratio",
     "excess",
@@ -44,6 +47,7 @@ METRIC_NAMES = (
     "path_f1",
     "q_halt_accuracy",
     "act_steps",
+    *DECODED_METRICS,
 )
 # cost_ratio averages over connected samples only; every other metric over all samples.
 _CONNECTED_ONLY = ("cost_ratio",)

@@ -16,8 +16,9 @@ import torch
 
 from hrm.ema import EMA
 from hrm.model import HRM, HRMCarry
+from routing.decode import decode_routes
 from routing.losses import PenaltyWeights, act_loss
-from routing.metrics import metric_sums, path_metrics
+from routing.metrics import DECODED_METRICS, metric_sums, path_metrics
 
 
 def score(
@@ -35,6 +36,20 @@ def score(
             q_halt_logits=outputs["q_halt_logits"],
             steps=steps,
         )
+
+
+def decoded_scores(outputs: dict[str, torch.Tensor], data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-sample ``decoded_*`` metrics of the decoded route (``routing.decode``), beside the argmax's."""
+    decoded = path_metrics(
+        decode_routes(outputs["logits"], data),
+        data["labels"],
+        data["costs"],
+        data["start"],
+        data["end"],
+        data["optimal_cost"],
+    )
+    # A legal chain always exists (every task is routable), so the cost ratio averages over all samples.
+    return {name: decoded[name.removeprefix("decoded_")] for name in DECODED_METRICS}
 
 
 def forward_loss(
@@ -113,7 +128,10 @@ def evaluate(
     with ema.average_weights(model) if ema is not None else nullcontext():
         for batch in batches:
             carry, outputs = model.predict(batch, segments)
-            sums = metric_sums(score(outputs, carry.current_data, carry.steps))
+            data = carry.current_data
+            per_sample = score(outputs, data, carry.steps)
+            per_sample.update(decoded_scores(outputs, data))
+            sums = metric_sums(per_sample)
             for name, value in sums.items():
                 totals[name] = totals.get(name, 0) + value
     return totals

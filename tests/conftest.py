@@ -74,6 +74,7 @@ def walk_back(costs, dist, n, start, end, order=CANONICAL_ORDER) -> np.ndarray:
 class Reference:
     distances_from = staticmethod(distances_from)
     distances_to = staticmethod(distances_to)
+    grid_graph = staticmethod(grid_graph)
     walk_back = staticmethod(walk_back)
     canonical_order = CANONICAL_ORDER
 

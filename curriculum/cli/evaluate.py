@@ -23,7 +23,18 @@ from oracle.cli_errors import OneLineParser, UsageError, run_cli
 from oracle.spec import MAX_SIZE, MIN_SIZE, TaskSpec
 
 PROG = "python -m curriculum.evaluate"
-COLUMNS = ("connectivity", "valid_route", "optimal", "exact", "valid", "excess", "cost_ratio", "act_steps")
+COLUMNS = (
+    "connectivity",
+    "valid_route",
+    "optimal",
+    "exact",
+    "valid",
+    "excess",
+    "cost_ratio",
+    "act_steps",
+    "decoded_optimal",
+    "decoded_cost_ratio",
+)
 
 
 def _parse_sizes(text: str) -> list[int]:

@@ -42,6 +42,12 @@ class TrainConfig(BaseModel):
     eval_every: int = Field(ge=1, description="Steps between evaluations (and checkpoints).")
     eval_size: int = Field(ge=1, le=100_000, description="Held-out tasks per stage, fixed for the run.")
     eval_batch_size: int = Field(256, ge=1, description="Held-out tasks per forward pass during evaluation.")
+    eval_earlier_every: int = Field(
+        0,
+        ge=0,
+        description="Every this many evaluations (0 = never) also measure every earlier stage's held-out set: "
+        "forgetting shows in the heldout/<N>x<N>/ metrics, and shortfall replay reads them.",
+    )
     eval_segments: Optional[int] = Field(
         None,
         ge=1,
@@ -128,6 +134,25 @@ class BackoffConfig(BaseModel):
     min_steps: int = Field(0, ge=0, description="Steps in a stage before a back-off is considered.")
 
 
+class ReplayConfig(BaseModel):
+    """How earlier stages come back once the curriculum has moved on (``curriculum.core.replay``)."""
+
+    model_config = _STRICT
+
+    weighting: Literal["uniform", "shortfall"] = Field(
+        "uniform",
+        description="uniform: every earlier stage alike. shortfall: weighted by how far each earlier stage's "
+        "latest held-out gate metric lies below its threshold (plus floor), so forgotten stages come back most.",
+    )
+    floor: float = Field(0.1, gt=0.0, le=10.0, description="Weight every earlier stage keeps under shortfall.")
+    native_every: int = Field(
+        0,
+        ge=0,
+        description="Every this many steps (0 = never), a step in a stage after the first trains on a whole batch "
+        "of an earlier stage's tasks at their own grid size, with that stage's penalties.",
+    )
+
+
 class CurriculumConfig(BaseModel):
     """The ladder of stages, smallest grid first."""
 
@@ -135,6 +160,9 @@ class CurriculumConfig(BaseModel):
 
     stages: list[StageConfig] = Field(min_length=1, description="Stages in order; grid sizes must not shrink.")
     backoff: BackoffConfig = Field(default_factory=BackoffConfig, description="Optional back-off.")
+    replay: ReplayConfig = Field(
+        default_factory=ReplayConfig, description="Which earlier stages replayed tasks come from, and at what size."
+    )
 
     @model_validator(mode="after")
     def _ladder(self) -> CurriculumConfig:

@@ -41,6 +41,21 @@ class SchedulerState(BaseModel):
     collapse_streak: int = 0
     status: Literal["running", "finished", "stalled"] = "running"
     transitions: list[Transition] = Field(default_factory=list)
+    readings: dict[int, float] = Field(
+        default_factory=dict, description="Latest finite held-out gate metric per stage measured (replay reads it)."
+    )
+
+
+def record_readings(
+    state: SchedulerState, stages: Sequence[StageConfig], metrics: dict[int, dict[str, float]]
+) -> SchedulerState:
+    """The state with each measured stage's gate metric (by stage index) as its latest reading."""
+    readings = dict(state.readings)
+    for stage, means in metrics.items():
+        value = means.get(stages[stage].gate.metric, float("nan"))
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            readings[stage] = float(value)
+    return state.model_copy(update={"readings": readings})
 
 
 def gate_passes(gate: GateConfig, metrics: dict[str, float]) -> bool:

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from enum import IntEnum
 from functools import lru_cache
+from typing import Optional
 
 import numpy as np
 
 from curriculum.core.config import StageConfig
+from curriculum.core.replay import choose_stage
 from oracle.dataset import concat
 from oracle.embed import embed_tasks
 from oracle.generator import TaskBatch, generate_tasks
@@ -29,6 +31,7 @@ class Stream(IntEnum):
     HELDOUT = 3  # each stage's fixed evaluation set during training
     PLACEMENT = 4  # where replayed smaller grids sit inside the current one
     EVALUATE = 5  # the evaluation CLI's fresh tasks per grid size
+    NATIVE = 6  # a rank's tasks of earlier stages, replayed at their own grid size
 
 
 def stream_seed(seed: int, purpose: Stream, rank: int, stage: int) -> int:
@@ -57,8 +60,9 @@ class TaskStream:
             return 0
         return int(round(self.batch_size * self.stages[stage].replay))
 
-    def batch(self, stage: int, step: int) -> TaskBatch:
-        """The batch this rank trains on at ``step`` while in ``stage``."""
+    def batch(self, stage: int, step: int, weights: Optional[np.ndarray] = None) -> TaskBatch:
+        """The batch this rank trains on at ``step`` while in ``stage``; replayed tasks come from the earlier
+        stages with probabilities ``weights`` (uniform when None, see ``curriculum.core.replay``)."""
         n_replay = self.replay_count(stage)
         fresh = self.batch_size - n_replay
         first = step * self.batch_size
@@ -66,7 +70,7 @@ class TaskStream:
         parts = [generate_tasks(self.specs[stage], fresh, own, first)]
         if n_replay:
             rng = np.random.default_rng([self.seed, int(Stream.PLACEMENT), self.rank, stage, step])
-            earlier = rng.integers(0, stage, n_replay)
+            earlier = choose_stage(rng, stage, weights, n_replay)
             size = self.specs[stage].size
             for s in np.unique(earlier):
                 count = int((earlier == s).sum())
@@ -75,6 +79,16 @@ class TaskStream:
                 slack = size - small.size + 1
                 parts.append(embed_tasks(small, size, rng.integers(0, slack, count), rng.integers(0, slack, count)))
         return concat(parts) if len(parts) > 1 else parts[0]
+
+    def native_batch(self, stage: int, step: int, weights: Optional[np.ndarray] = None) -> tuple[int, TaskBatch]:
+        """A whole batch of one earlier stage's tasks at that stage's own size, for step ``step`` in ``stage``.
+
+        The earlier stage is drawn without the rank, so every rank trains on the same grid size at this step.
+        """
+        rng = np.random.default_rng([self.seed, int(Stream.NATIVE), stage, step])
+        earlier = int(choose_stage(rng, stage, weights, 1)[0])
+        seed = stream_seed(self.seed, Stream.NATIVE, self.rank, earlier)
+        return earlier, generate_tasks(self.specs[earlier], self.batch_size, seed, step * self.batch_size)
 
 
 @lru_cache(maxsize=16)

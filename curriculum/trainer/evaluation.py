@@ -11,7 +11,7 @@ import torch
 
 from curriculum.core.config import RunConfig
 from curriculum.core.evaluation import Evaluation, HeldOutSet
-from curriculum.core.scheduler import decide
+from curriculum.core.scheduler import decide, record_readings
 from curriculum.core.stopwatch import Lap
 from curriculum.core.streams import heldout_tasks, shard
 from curriculum.core.train_state import TrainState
@@ -30,7 +30,7 @@ Batches = list[dict[str, torch.Tensor]]
 
 
 class HeldOut:
-    """This rank's shard of the held-out sets, as batches on its device (only the latest set is kept)."""
+    """This rank's shard of the held-out sets, as batches on its device (each built once, when first measured)."""
 
     def __init__(self, config: RunConfig, ctx: WorkerContext) -> None:
         self.config, self.ctx = config, ctx
@@ -48,12 +48,10 @@ class HeldOut:
                 self.ctx.world_size,
             )
             size = train.eval_batch_size
-            self._built = {
-                key: [
-                    task_tensors(select(tasks, np.arange(i, min(i + size, len(tasks)))), self.ctx.device)
-                    for i in range(0, len(tasks), size)
-                ]
-            }
+            self._built[key] = [
+                task_tensors(select(tasks, np.arange(i, min(i + size, len(tasks)))), self.ctx.device)
+                for i in range(0, len(tasks), size)
+            ]
         return self._built[key]
 
     def measure(self, learner: Learner, key: HeldOutSet) -> dict[str, float]:
@@ -70,13 +68,18 @@ class HeldOut:
 def evaluate(
     learner: Learner, heldout: HeldOut, state: TrainState, lap: Lap, train_means: dict[str, float]
 ) -> Evaluation:
-    """Measure the current stage's held-out set and let the scheduler decide on it."""
+    """Measure the current stage's held-out set (and, every ``train.eval_earlier_every`` evaluations, every
+    earlier stage's) and let the scheduler decide on the current one."""
     config = learner.config
-    key = heldout.key(state.scheduler.stage)
+    stages, stage = config.curriculum.stages, state.scheduler.stage
+    key = heldout.key(stage)
     metrics = {key: heldout.measure(learner, key)}
-    action, scheduler = decide(
-        state.scheduler, config.curriculum.stages, metrics[key], state.step, config.curriculum.backoff
-    )
+    every = config.train.eval_earlier_every
+    if every and (state.step // config.train.eval_every) % every == 0:
+        for earlier in range(stage):
+            metrics[heldout.key(earlier)] = heldout.measure(learner, heldout.key(earlier))
+    scheduler = record_readings(state.scheduler, stages, {k.stage: v for k, v in metrics.items()})
+    action, scheduler = decide(scheduler, stages, metrics[key], state.step, config.curriculum.backoff)
     return Evaluation(
         step=state.step,
         evaluated=key,

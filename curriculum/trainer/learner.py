@@ -4,7 +4,7 @@ for data parallelism, the learning-rate schedule and the ACT carry between steps
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any
 
 import numba
 import torch
@@ -36,8 +36,7 @@ class Learner:
         self.optimizer = AdamATan2(self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay)
         self.ema = EMA(self.model, config.model.ema_decay) if config.model.ema_decay else None
         self.trained: nn.Module = self.model  # what steps run through: the model, or its DDP wrapper
-        self._carry: Optional[HRMCarry] = None
-        self._carry_stage: Optional[int] = None
+        self._carries: dict[int, HRMCarry] = {}  # per stage whose tasks the carry holds
 
     def state_dicts(self) -> dict[str, Any]:
         return {
@@ -61,10 +60,11 @@ class Learner:
         return lr_at(step, train.lr, train.warmup_steps, total_steps=train.max_steps, min_ratio=train.lr_min_ratio)
 
     def carry(self, stage: int, batch: dict[str, torch.Tensor]) -> HRMCarry:
-        """The ACT carry for a step in ``stage``: a fresh one when the stage (and so the grid size) changes."""
-        if self._carry is None or self._carry_stage != stage:
-            self._carry, self._carry_stage = self.model.initial_carry(batch), stage
-        return self._carry
+        """The ACT carry for a step on ``stage``'s tasks: a fresh one the first time (a new grid size); each
+        stage keeps its own, so native-size replay steps never disturb the current stage's samples."""
+        if stage not in self._carries:
+            self._carries[stage] = self.model.initial_carry(batch)
+        return self._carries[stage]
 
-    def keep_carry(self, carry: HRMCarry) -> None:
-        self._carry = carry
+    def keep_carry(self, stage: int, carry: HRMCarry) -> None:
+        self._carries[stage] = carry

@@ -1,7 +1,8 @@
 """The curriculum training loop: one plain function of (config, worker context, tracker, run dir).
 
-Per step: this rank's batch from its task stream (current stage, plus replayed earlier stages),
-one ACT training step, whose one collective makes every rank agree on skipping it, on a stop and on
+Per step: this rank's batch from its task stream (current stage, plus replayed earlier stages; every
+``curriculum.replay.native_every`` steps a whole batch of an earlier stage at its own size), one ACT
+training step, whose one collective makes every rank agree on skipping it, on a stop and on
 the budget. Every ``eval_every`` steps: evaluate the stage's fixed held-out set and decide (the same
 decision on every rank, so all switch stage at the same step), then emit the one record that
 results: logged on rank 0, reported to Ray with a checkpoint. The same function runs in-process
@@ -20,6 +21,7 @@ from curriculum.adapters.tracking import Tracker, flatten_config
 from curriculum.core.config import RunConfig, TrainConfig
 from curriculum.core.evaluation import Evaluation
 from curriculum.core.outcome import Outcome, RunOutcome
+from curriculum.core.replay import is_native_step, replay_weights
 from curriculum.core.stopwatch import Stopwatch
 from curriculum.core.streams import TaskStream
 from curriculum.core.train_state import TrainState
@@ -51,14 +53,20 @@ def run_curriculum(
     flags, last = StepFlags(), None
 
     while (outcome := _ending(state, flags, train)) is None:
-        stage = state.scheduler.stage
-        batch = task_tensors(stream.batch(stage, state.step), ctx.device)
-        flags, logs, metrics = train_step(learner, batch, state.step, stage, agree)
+        stage, task_stage = state.scheduler.stage, None
+        weights = replay_weights(config.curriculum.stages, stage, state.scheduler.readings, config.curriculum.replay)
+        if is_native_step(state.step, stage, config.curriculum.replay):
+            task_stage, tasks = stream.native_batch(stage, state.step, weights)
+        else:
+            tasks = stream.batch(stage, state.step, weights)
+        flags, logs, metrics = train_step(
+            learner, task_tensors(tasks, ctx.device), state.step, stage, agree, task_stage
+        )
         state.advance(skipped=flags.nonfinite)
         progress.update(state.scheduler.stage, state.scheduler.steps_in_stage)
         if flags.nonfinite:
             _check_skips(state, train, ctx, tracker, run_dir)
-        else:
+        elif task_stage is None:  # the training means describe the current stage's own tasks
             averages.add(logs, metrics)
         # A spent budget ends the run at once, with an evaluation and a checkpoint: a 40x40 step
         # can take seconds, so waiting for the next scheduled evaluation could overrun it badly.

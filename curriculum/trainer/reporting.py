@@ -54,6 +54,9 @@ def log_evaluation(record: Evaluation, config: RunConfig, tracker: Tracker, say:
     means, train = record.current, record.train
     metrics: dict[str, Any] = {name: v for name, v in record.eval_metrics.items() if math.isfinite(v)}
     metrics.update(train)
+    for measured, values in record.metrics.items():  # every held-out set, by size: forgetting shows here
+        prefix = f"heldout/{measured.size}x{measured.size}/"
+        metrics.update({prefix + name: v for name, v in values.items() if math.isfinite(v)})
     metrics.update(
         {
             "curriculum/stage": record.stage,
@@ -68,6 +71,12 @@ def log_evaluation(record: Evaluation, config: RunConfig, tracker: Tracker, say:
         f" | conn {means['connectivity']:.3f} | valid_route {means['valid_route']:.3f}"
         f" | optimal {means['optimal']:.3f} | excess {means['excess']:.2f} | {record.lap.steps_per_s:.2f} steps/s"
     )
+    earlier = [k for k in record.metrics if k != record.evaluated]
+    if earlier:
+        say(
+            "         earlier stages | "
+            + " | ".join(f"{k.size}x{k.size} valid_route {record.metrics[k]['valid_route']:.3f}" for k in earlier)
+        )
     if record.transition is not None:
         described = describe_transition(
             record.transition.model_dump(mode="json"), [stage.size for stage in config.curriculum.stages]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Optional
 
 import torch
 
@@ -18,17 +19,25 @@ class NonFiniteLossError(RuntimeError):
 
 
 def train_step(
-    learner: Learner, batch: dict[str, torch.Tensor], step: int, stage: int, agree: Callable[[bool], StepFlags]
+    learner: Learner,
+    batch: dict[str, torch.Tensor],
+    step: int,
+    stage: int,
+    agree: Callable[[bool], StepFlags],
+    task_stage: Optional[int] = None,
 ) -> tuple[StepFlags, Logs, Logs]:
     """Optimizer step ``step`` (0-based) in ``stage``: the agreed flags, the loss terms and the per-sample metrics.
 
-    The update is skipped on every rank when any rank's loss is not finite.
+    ``task_stage``: the stage the batch's tasks come from when it is not ``stage`` (native-size replay); its
+    penalties apply, and its ACT carry is kept apart. The update is skipped on every rank when any rank's
+    loss is not finite.
     """
     config = learner.config
+    source = stage if task_stage is None else task_stage
     carry, loss, logs, metrics = forward_loss(
-        learner.trained, learner.carry(stage, batch), batch, config.curriculum.stages[stage].penalties
+        learner.trained, learner.carry(source, batch), batch, config.curriculum.stages[source].penalties
     )
-    learner.keep_carry(carry)
+    learner.keep_carry(source, carry)
     flags = agree(not bool(torch.isfinite(loss)))
     if not flags.nonfinite:
         apply_update(learner.trained, loss, learner.optimizer, learner.lr(step), learner.ema, config.train.grad_clip)

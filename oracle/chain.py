@@ -1,0 +1,116 @@
+"""The most probable legal chain: a route read from per-cell path probabilities, not from the true costs.
+
+Given, per cell, the model's probability p that the cell is on the route, the chain from start to end
+through cells the vehicle may enter that maximises the product of p (minimises the sum of -log p) is
+a shortest path with non-negative float weights: Dijkstra over a binary heap, one task per loop
+iteration in fixed chunks (byte-identical on any thread count). The true entry costs are used only to
+know which cells are legal, as the input shows them; never to rank routes. Ties go to the cell
+settled first, which depends only on the weights.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+from numba import njit, prange
+
+from oracle.spec import grid_side
+
+_CHUNK = 16
+
+
+@njit(cache=True)
+def _chain(weight, legal, n, start, end, dist, prev, done, out):
+    cells = n * n
+    for v in range(cells):
+        dist[v] = np.inf
+        prev[v] = -1
+        done[v] = 0
+        out[v] = 0
+    if not legal[start] or not legal[end]:
+        return False
+    dist[start] = weight[start]
+    heap = [(weight[start], start)]
+    while heap:
+        d, u = heapq.heappop(heap)
+        if done[u]:
+            continue
+        done[u] = 1
+        if u == end:
+            break
+        r, c = u // n, u % n
+        for k in range(4):
+            if k == 0:
+                if r == 0:
+                    continue
+                v = u - n
+            elif k == 1:
+                if c == 0:
+                    continue
+                v = u - 1
+            elif k == 2:
+                if r == n - 1:
+                    continue
+                v = u + n
+            else:
+                if c == n - 1:
+                    continue
+                v = u + 1
+            if not legal[v] or done[v]:
+                continue
+            nd = d + weight[v]
+            if nd < dist[v]:
+                dist[v] = nd
+                prev[v] = u
+                heapq.heappush(heap, (nd, v))
+    if not done[end]:
+        return False
+    v = end
+    while v != -1:
+        out[v] = 1
+        v = prev[v]
+    return True
+
+
+@njit(cache=True, parallel=True)
+def _chains_kernel(weights, legal, starts, ends, n, out, found):
+    count, cells = weights.shape
+    for chunk in prange((count + _CHUNK - 1) // _CHUNK):
+        dist = np.empty(cells, np.float64)
+        prev = np.empty(cells, np.int64)
+        done = np.empty(cells, np.uint8)
+        for i in range(chunk * _CHUNK, min(count, (chunk + 1) * _CHUNK)):
+            found[i] = _chain(weights[i], legal[i], n, starts[i], ends[i], dist, prev, done, out[i])
+
+
+def most_probable_chains(
+    path_prob: np.ndarray, legal: np.ndarray, start: np.ndarray, end: np.ndarray, floor: float = 1e-12
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(mask, found)``: per task the cells of the legal start->end chain with the largest product of
+    ``path_prob`` (bool [n, N*N]), and whether a legal chain exists at all (bool [n]).
+
+    ``path_prob``: float [n, N*N] probabilities (clipped below at ``floor``); ``legal``: bool [n, N*N].
+    """
+    path_prob = np.asarray(path_prob, np.float64)
+    if path_prob.ndim != 2 or path_prob.shape != np.shape(legal):
+        raise ValueError(f"path_prob {path_prob.shape} and legal {np.shape(legal)} must both be [tasks, cells]")
+    count, cells = path_prob.shape
+    n = grid_side(cells)
+    weights = -np.log(np.clip(path_prob, floor, 1.0))
+    out = np.zeros((count, cells), np.uint8)
+    found = np.zeros(count, np.bool_)
+    if count:
+        _chains_kernel(
+            np.ascontiguousarray(weights),
+            np.ascontiguousarray(legal, np.bool_),
+            np.ascontiguousarray(start, np.int64),
+            np.ascontiguousarray(end, np.int64),
+            n,
+            out,
+            found,
+        )
+    return out.astype(bool), found
+
+
+__all__ = ["most_probable_chains"]

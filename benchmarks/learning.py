@@ -17,7 +17,7 @@ tasks per size. Variants change one thing against the preset:
 - ``direct``: a one-stage ladder, the preset's last stage (40×40 in tiny, gpu and paper) from step 0
   (trailing overrides apply after the variant's, so ``curriculum.stages.0.size=20`` trains 20×20);
 - ``anyopt`` / ``detour`` / ``head``: the oracle-supervised levers, each on top of the one before: a
-  route loss that accepts every optimal route (``penalties.any_optimal``), then the cost-aware detour
+  route loss that accepts every optimal route (``penalties.route_target=any_optimal``), then the cost-aware detour
   term (``penalties.detour``), then the route head trained on the oracle's dense fields
   (``model.route_head``, ``penalties.optimal_set``, ``penalties.cost_to_go``);
 - ``onestep`` / ``fullbp-ema``: HRM's one-step gradient without an EMA, or backprop through every
@@ -43,10 +43,10 @@ VARIANTS = ("curriculum", "direct", "onestep", "fullbp-ema", "anyopt", "detour",
 COLUMNS = ("connectivity", "valid_route", "optimal", "cost_ratio", "exact", "decoded_optimal")
 # The oracle-supervised levers, each added on top of the previous one, on every stage.
 LEVERS = {
-    "anyopt": {"penalties.any_optimal": "true"},
-    "detour": {"penalties.any_optimal": "true", "penalties.detour": "1.0"},
+    "anyopt": {"penalties.route_target": "any_optimal"},
+    "detour": {"penalties.route_target": "any_optimal", "penalties.detour": "1.0"},
     "head": {
-        "penalties.any_optimal": "true",
+        "penalties.route_target": "any_optimal",
         "penalties.detour": "1.0",
         "penalties.optimal_set": "0.5",
         "penalties.cost_to_go": "0.5",

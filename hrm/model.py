@@ -21,6 +21,7 @@ see the data of the samples the outputs belong to: ``new_carry.current_data``.
 from __future__ import annotations
 
 import math
+import os
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
 from functools import cache
@@ -53,7 +54,12 @@ def count_parameters(model: nn.Module) -> int:
 
 @cache  # the hardware does not change; _autocast asks on every segment
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX); emulated bf16 is slower than float32."""
+    """Whether this CPU multiplies bfloat16 in hardware (AVX512-BF16 or AMX); emulated bf16 is slower than float32.
+
+    A torch capped below AVX-512 (``ATEN_CPU_CAPABILITY=avx2`` or ``default``, as when measuring what a
+    laptop CPU does) counts as without it."""
+    if os.environ.get("ATEN_CPU_CAPABILITY", "").lower() in ("default", "avx2"):
+        return False
     try:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # a torch without these probes (or a non-x86 build): assume not

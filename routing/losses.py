@@ -5,9 +5,10 @@
           + w_coverage * coverage + w_connectivity * connectivity
           + w_detour * detour + w_optimal_set * BCE(route head, on-optimal) + w_cost_to_go * regression
 
-With ``any_optimal`` the route terms do not single out the canonical label among several optimal
-routes: on a cell of some optimal route (start and end aside) the cross-entropy accepts either the
-input token or PATH, and sparsity counts only cells on no optimal route. The dense terms read the
+``route_target`` says which of several optimal routes the route terms teach: the canonical label;
+``any_optimal``, where on a cell of some optimal route (start and end aside) the cross-entropy accepts
+either the input token or PATH and sparsity counts only cells on no optimal route; or
+``preferred_optimal``, the optimal route the model already finds most probable, as the label. The dense terms read the
 oracle's fields (``from_start``, ``to_end``: see ``oracle.fields``): ``detour`` weighs path
 probability by the least extra cost of any route through the cell, so of two connected routes the
 cheaper one costs less; ``optimal_set`` and ``cost_to_go`` train the model's route head.
@@ -24,6 +25,8 @@ for ``any_optimal`` and the dense terms also ``inputs``, ``optimal_cost``, ``fro
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,6 +39,9 @@ DENSE_TERMS = ("detour", "optimal_set", "cost_to_go")  # read the oracle's dense
 HEAD_TERMS = ("optimal_set", "cost_to_go")  # train the model's route head
 CONNECTIVITY_CAP = 50.0  # nats per label route cell
 COST_TO_GO_CAP = 4.0  # cost to the end, in optimal costs: far cells all read as "far"
+
+
+RouteTarget = Literal["label", "any_optimal", "preferred_optimal"]
 
 
 class PenaltyWeights(BaseModel):
@@ -86,10 +92,13 @@ class PenaltyWeights(BaseModel):
         description="Smooth-L1 of the route head's second output against the cell's cost to the end / the "
         f"optimal cost (capped at {COST_TO_GO_CAP:g}), on cells that reach the end (needs model.route_head).",
     )
-    any_optimal: bool = Field(
-        False,
-        description="Accept every optimal route, not only the canonical label: on cells of another optimal "
-        "route the cross-entropy accepts PATH or the input token, and sparsity skips them.",
+    route_target: RouteTarget = Field(
+        "label",
+        description="Which route the token loss teaches when a task has several optimal ones. label: the "
+        "canonical label (its documented tie-break). any_optimal: on cells of another optimal route the "
+        "cross-entropy accepts PATH or the input token, and sparsity skips them. preferred_optimal: the "
+        "optimal route the model itself finds most probable (a search on the oracle's shortest-path DAG "
+        "under the model's path probabilities) replaces the label.",
     )
 
     @property
@@ -142,6 +151,26 @@ def any_optimal_cross_entropy(
         | F.one_hot(batch["end"].long(), logits.shape[1]).bool()
     )
     return -torch.where(on_optimal & ~endpoints, either, label)
+
+
+@torch.no_grad()
+def preferred_optimal_labels(logits: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Labels [B, C]: the input with the optimal route the model finds most probable set to PATH."""
+    from oracle.chain import most_probable_optimal_routes
+
+    p = torch.softmax(logits.float(), dim=-1)[..., PATH]
+    arrays = {k: batch[k].cpu().numpy() for k in ("costs", "start", "end", "from_start", "to_end", "optimal_cost")}
+    mask = most_probable_optimal_routes(
+        p.cpu().numpy(),
+        arrays["costs"],
+        arrays["start"],
+        arrays["end"],
+        arrays["from_start"],
+        arrays["to_end"],
+        arrays["optimal_cost"],
+    )
+    route = torch.from_numpy(mask).to(logits.device)
+    return torch.where(route, torch.full_like(batch["inputs"], PATH), batch["inputs"]).to(batch["labels"].dtype)
 
 
 # ---------------------------------------------------------------- penalties (each [B])
@@ -254,8 +283,11 @@ def act_loss(
     labels = batch["labels"]
     B, C, _ = logits.shape
 
-    on_optimal = optimal_cells(batch) if weights.any_optimal or weights.detour > 0 or weights.needs_route_head else None
-    if weights.any_optimal:
+    any_optimal = weights.route_target == "any_optimal"
+    on_optimal = optimal_cells(batch) if any_optimal or weights.detour > 0 or weights.needs_route_head else None
+    if weights.route_target == "preferred_optimal":
+        labels = preferred_optimal_labels(logits, batch)
+    if any_optimal:
         cell_ce = any_optimal_cross_entropy(logits, batch, on_optimal)
     else:
         cell_ce = stablemax_cross_entropy(logits, labels)  # [B, C] float64
@@ -280,7 +312,7 @@ def act_loss(
         forbidden = torch.isinf(batch["costs"])
         head = route_head_terms(outputs["route"], batch, on_optimal, ~forbidden) if weights.needs_route_head else None
         # any_optimal: the cells a route may use are those of every optimal route, not only the label's.
-        route_cells = on_optimal if weights.any_optimal else is_path
+        route_cells = on_optimal if any_optimal else is_path
         for name in on:
             if name == "path_class":
                 term = path_class_term(cell_ce, route_cells)

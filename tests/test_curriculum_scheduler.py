@@ -127,3 +127,13 @@ def test_curriculum_score_only_grows_through_promotions():
         scores.append(curriculum_score(state, len(LADDER), metrics["valid_route"], action))
     assert scores == [0.2, 0.9, 1.0, 1.2, 1.9, 2.0, 2.9, 3.0]
     assert state.status == "finished"
+
+
+def test_a_cost_ratio_guard_asks_for_cheap_routes_not_only_connected_ones():
+    gate = GateConfig(metric="optimal", threshold=0.5, guard_max_cost_ratio=1.05)
+    cheap = {"optimal": 0.6, "excess": 1.0, "cost_ratio": 1.02}
+    assert gate_passes(gate, cheap)
+    assert not gate_passes(gate, {**cheap, "cost_ratio": 1.2})
+    assert not gate_passes(gate, {**cheap, "cost_ratio": float("nan")})  # nothing connected
+    assert not gate_passes(gate, {**cheap, "excess": 1.6})  # the excess guard still holds
+    assert gate_passes(GateConfig(metric="optimal", threshold=0.5), {**cheap, "cost_ratio": 1.2})

@@ -406,3 +406,16 @@ def test_explicit_attention_equals_the_fused_kernel(monkeypatch):
         fused = attention(x, rotary(10))
     assert explicit.dtype == fused.dtype == torch.bfloat16
     torch.testing.assert_close(explicit.float(), fused.float(), atol=3e-2, rtol=3e-2)
+
+
+def test_a_torch_capped_at_avx2_does_not_count_as_native_bfloat16(monkeypatch):
+    from hrm import model as model_module
+
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    model_module.cpu_has_native_bf16.cache_clear()
+    try:
+        assert model_module.cpu_has_native_bf16() is False
+        assert model_module.autocast_dtype(tiny_config(cpu_dtype="auto"), torch.device("cpu")) == torch.float32
+    finally:
+        monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+        model_module.cpu_has_native_bf16.cache_clear()

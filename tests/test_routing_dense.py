@@ -12,7 +12,7 @@ from hrm.model import HRM
 from oracle import TaskSpec, generate_tasks
 from oracle.vocab import PATH, VOCAB_SIZE
 from routing.batch import task_tensors
-from routing.losses import PenaltyWeights, act_loss, optimal_cells
+from routing.losses import PenaltyWeights, act_loss, optimal_cells, preferred_optimal_labels
 
 ALTERNATIVE_ORDER = ((0, 1), (1, 0), (0, -1), (-1, 0))  # right, down, left, up: the canonical rule reversed
 
@@ -47,7 +47,7 @@ ROUTE_TERMS = dict(path_class=1.0, sparsity=1.0, budget=1.0, coverage=0.5, conne
 def test_any_optimal_loss_gives_no_extra_penalty_to_another_optimal_route(reference):
     batch, label, other = task_with_two_optimal_routes(reference)
     halt = torch.ones(1, dtype=torch.bool)
-    weights = PenaltyWeights(**ROUTE_TERMS, detour=1.0, any_optimal=True)
+    weights = PenaltyWeights(**ROUTE_TERMS, detour=1.0, route_target="any_optimal")
     loss_label, _ = act_loss(confident_outputs(batch, label), batch, halt, weights)
     loss_other, _ = act_loss(confident_outputs(batch, other), batch, halt, weights)
     torch.testing.assert_close(loss_other, loss_label, rtol=1e-6, atol=1e-6)
@@ -63,7 +63,7 @@ def test_any_optimal_still_punishes_a_route_off_the_optimal_set(reference):
     on = optimal_cells(batch)[0]
     legal_off = torch.isfinite(batch["costs"][0]) & ~on
     padded = label | legal_off  # the route plus every legal cell on no optimal route
-    weights = PenaltyWeights(**ROUTE_TERMS, any_optimal=True)
+    weights = PenaltyWeights(**ROUTE_TERMS, route_target="any_optimal")
     halt = torch.ones(1, dtype=torch.bool)
     good, _ = act_loss(confident_outputs(batch, label), batch, halt, weights)
     bad, _ = act_loss(confident_outputs(batch, padded), batch, halt, weights)
@@ -166,3 +166,35 @@ def test_predict_runs_more_segments_than_training():
     assert not torch.allclose(five["logits"], two["logits"])
     with pytest.raises(ValueError, match="segments"):
         model.predict(tasks, segments=0)
+
+
+def test_preferred_optimal_target_is_the_optimal_route_the_model_leans_to(reference):
+    batch, label, other = task_with_two_optimal_routes(reference)
+    halt = torch.ones(1, dtype=torch.bool)
+    weights = PenaltyWeights(**ROUTE_TERMS, route_target="preferred_optimal")
+    assert torch.equal(preferred_optimal_labels(confident_outputs(batch, other)["logits"], batch)[0] == PATH, other)
+    assert torch.equal(preferred_optimal_labels(confident_outputs(batch, label)["logits"], batch)[0] == PATH, label)
+    loss_label, _ = act_loss(confident_outputs(batch, label), batch, halt, weights)
+    loss_other, _ = act_loss(confident_outputs(batch, other), batch, halt, weights)
+    torch.testing.assert_close(loss_other, loss_label, rtol=1e-6, atol=1e-6)
+
+
+def test_preferred_optimal_routes_are_optimal_for_any_probabilities():
+    from oracle import verify_paths
+    from oracle.chain import most_probable_optimal_routes
+
+    for size in (10, 30):
+        tasks = generate_tasks(TaskSpec(size=size), 1000, seed=size)
+        from_start, to_end = tasks.route_fields()
+        prob = np.random.default_rng(size).uniform(0.0, 1.0, tasks.costs.shape)
+        mask = most_probable_optimal_routes(
+            prob, tasks.costs, tasks.start, tasks.end, from_start, to_end, tasks.optimal_cost
+        )
+        verdict = verify_paths(mask, tasks.costs, tasks.start, tasks.end, tasks.optimal_cost)
+        assert verdict.optimal.all()
+        # With the label's cells most probable, the label itself comes back.
+        label = tasks.labels == PATH
+        again = most_probable_optimal_routes(
+            np.where(label, 0.9, 0.1), tasks.costs, tasks.start, tasks.end, from_start, to_end, tasks.optimal_cost
+        )
+        assert np.array_equal(again, label)

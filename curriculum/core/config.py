@@ -66,7 +66,7 @@ class TrainConfig(BaseModel):
 
 
 class GateConfig(BaseModel):
-    """When a stage is passed: ``metric >= threshold`` and ``guard <= guard_max``, ``patience`` evaluations in a row."""
+    """When a stage is passed: ``metric >= threshold`` and each guard holds, ``patience`` evaluations in a row."""
 
     model_config = _STRICT
 
@@ -77,6 +77,12 @@ class GateConfig(BaseModel):
         ge=1.0,
         description="Also require held-out excess <= this (None = no guard): marking "
         "everything as path can never promote.",
+    )
+    guard_max_cost_ratio: Optional[float] = Field(
+        None,
+        ge=1.0,
+        description="Also require held-out cost_ratio <= this (None = no guard): the connected routes must be "
+        "near the cheapest, not only connected.",
     )
     patience: int = Field(1, ge=1, description="Consecutive passing evaluations needed.")
 

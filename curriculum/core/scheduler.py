@@ -59,13 +59,15 @@ def record_readings(
 
 
 def gate_passes(gate: GateConfig, metrics: dict[str, float]) -> bool:
-    """The gate metric reaches its threshold and the excess guard holds (NaN never passes)."""
+    """The gate metric reaches its threshold and every guard holds (NaN never passes)."""
     value = metrics.get(gate.metric, float("nan"))
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= gate.threshold):
         return False
-    if gate.guard_max_excess is not None:
-        excess = metrics.get("excess", float("nan"))
-        return math.isfinite(excess) and excess <= gate.guard_max_excess
+    for name, limit in (("excess", gate.guard_max_excess), ("cost_ratio", gate.guard_max_cost_ratio)):
+        if limit is not None:
+            guarded = metrics.get(name, float("nan"))
+            if not (math.isfinite(guarded) and guarded <= limit):
+                return False
     return True
 
 

@@ -71,6 +71,16 @@ def solve_microseconds(spec: TaskSpec, count: int, scipy_count: int) -> tuple[fl
     return astar_us, scipy_us
 
 
+def fields_microseconds(spec: TaskSpec, count: int) -> float:
+    """Both dense fields (Dijkstra from the start and to the end) per task, on one thread."""
+    numba.set_num_threads(1)
+    batch = generate_tasks(spec, count, seed=78)
+    batch.route_fields()  # compile / warm up
+    t0 = time.perf_counter()
+    batch.route_fields()
+    return (time.perf_counter() - t0) / count * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=40_000)
@@ -80,14 +90,18 @@ def main() -> None:
     print(f"numba {numba.__version__}, {all_threads} threads available")
     print(
         f"{'N':>3} | {'gen+solve 1 thr':>16} | {f'gen+solve {all_threads} thr':>16} | "
-        f"{'A* µs/solve':>11} | {'SciPy Dijkstra µs':>17}"
+        f"{'A* µs/solve':>11} | {'SciPy Dijkstra µs':>17} | {'fields µs/task':>14}"
     )
     for size in (int(s) for s in args.sizes.split(",")):
         spec = TaskSpec(size=size)
         one = tasks_per_second(spec, args.count, 1)
         many = tasks_per_second(spec, args.count, all_threads)
         astar_us, scipy_us = solve_microseconds(spec, min(args.count, 20_000), 500)
-        print(f"{size:>3} | {one:>12,.0f} t/s | {many:>12,.0f} t/s | {astar_us:>11.2f} | {scipy_us:>17.1f}")
+        fields_us = fields_microseconds(spec, min(args.count, 20_000))
+        print(
+            f"{size:>3} | {one:>12,.0f} t/s | {many:>12,.0f} t/s | {astar_us:>11.2f} | {scipy_us:>17.1f}"
+            f" | {fields_us:>14.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -132,7 +132,7 @@ def test_evaluate_cli_prints_a_table_per_size_and_writes_pictures(local_run):
     assert "connectivity" in result.stdout and "valid_route" in result.stdout
     assert sorted(p.name for p in (cwd / "eval-pics").iterdir()) == ["evaluate-12x12.png", "evaluate-8x8.png"]
     bad = subprocess.run(
-        [sys.executable, "-m", "curriculum.evaluate", str(run_dir), "--sizes", "8,50"],
+        [sys.executable, "-m", "curriculum.evaluate", str(run_dir), "--sizes", "8,65"],
         capture_output=True,
         text=True,
         cwd=cwd,

@@ -29,6 +29,19 @@ RING = 32  # > 2 · max cell cost (12), a power of two for a cheap modulo
 NO_ROUTE = -1
 
 
+@njit(cache=True, inline="always")
+def neighbour(u, k, n):
+    """The k-th 4-neighbour of cell u on an n x n grid (0 up, 1 left, 2 down, 3 right), or -1 off the grid."""
+    r, c = u // n, u % n
+    if k == 0:
+        return u - n if r > 0 else -1
+    if k == 1:
+        return u - 1 if c > 0 else -1
+    if k == 2:
+        return u + n if r < n - 1 else -1
+    return u + 1 if c < n - 1 else -1
+
+
 @njit(cache=True)
 def make_workspace(cells: int) -> tuple[np.ndarray, ...]:
     """Buffers for ``solve`` on grids of up to ``cells`` cells (reused across tasks).
@@ -90,24 +103,10 @@ def solve(cost, n, start, end, g, settled, heads, entry_cell, entry_next):
         settled[u] = 1
         if u == end:
             best = gu
-        r, c = u // n, u % n
         for k in range(4):
-            if k == 0:
-                if r == 0:
-                    continue
-                v = u - n
-            elif k == 1:
-                if c == 0:
-                    continue
-                v = u - 1
-            elif k == 2:
-                if r == n - 1:
-                    continue
-                v = u + n
-            else:
-                if c == n - 1:
-                    continue
-                v = u + 1
+            v = neighbour(u, k, n)
+            if v < 0:
+                continue
             cv = cost[v]
             if cv < 0 or settled[v]:
                 continue

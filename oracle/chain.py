@@ -18,6 +18,7 @@ import heapq
 import numpy as np
 from numba import njit, prange
 
+from oracle.astar import neighbour
 from oracle.spec import grid_side
 
 _CHUNK = 16
@@ -42,24 +43,10 @@ def _chain(weight, legal, n, start, end, dist, prev, done, out, cost, from_start
         done[u] = 1
         if u == end:
             break
-        r, c = u // n, u % n
         for k in range(4):
-            if k == 0:
-                if r == 0:
-                    continue
-                v = u - n
-            elif k == 1:
-                if c == 0:
-                    continue
-                v = u - 1
-            elif k == 2:
-                if r == n - 1:
-                    continue
-                v = u + n
-            else:
-                if c == n - 1:
-                    continue
-                v = u + 1
+            v = neighbour(u, k, n)
+            if v < 0:
+                continue
             if not legal[v] or done[v]:
                 continue
             # Optimal routes only: every step must lie on the shortest-path DAG of the true costs (the

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
-from oracle.astar import INF, RING, make_workspace
+from oracle.astar import INF, RING, make_workspace, neighbour
 from oracle.spec import grid_side
 
 _CHUNK = 32
@@ -56,24 +56,10 @@ def _spread(cost, n, source, backward, g, settled, heads, entry_cell, entry_next
         if settled[u] or g[u] != d:  # settled already, or a stale entry of a later improvement
             continue
         settled[u] = 1
-        r, c = u // n, u % n
         for k in range(4):
-            if k == 0:
-                if r == 0:
-                    continue
-                v = u - n
-            elif k == 1:
-                if c == 0:
-                    continue
-                v = u - 1
-            elif k == 2:
-                if r == n - 1:
-                    continue
-                v = u + n
-            else:
-                if c == n - 1:
-                    continue
-                v = u + 1
+            v = neighbour(u, k, n)
+            if v < 0:
+                continue
             if cost[v] < 0 or settled[v]:
                 continue
             nd = d + (cost[u] if backward else cost[v])

@@ -57,6 +57,8 @@ def test_local_smoke_run_promotes_and_logs_everything(local_run):
     assert run.info.status == "FINISHED"
     assert "promoted" in result.stdout and "outcome:" in result.stdout and "mlflow ui" in result.stdout
     assert run.info.run_name == "smoke", "named by its preset and overrides (none here)"
+    link = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning"
+    assert link in result.stdout, "a link that opens the UI on the training runs, not the GenAI overview"
     assert run.data.tags["mlflow.source.name"] == "python -m curriculum.run"
     assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     metrics = run.data.metrics

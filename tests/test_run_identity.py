@@ -13,6 +13,7 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
+from curriculum.adapters.mlflow_links import runs_table_link
 from curriculum.adapters.mlflow_tracker import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, create_run
 from curriculum.adapters.source_tags import REPO_ROOT, source_tags
 from curriculum.cli.run import PROG, main
@@ -123,6 +124,15 @@ def test_source_tags_name_the_command_and_the_commit():
         head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
         assert tags["mlflow.source.git.commit"] == head.stdout.strip()
         assert tags["curriculum.git_dirty"] in ("true", "false")
+
+
+def test_ui_links_open_the_model_training_runs_table():
+    assert runs_table_link("sqlite:////tmp/mlflow.db", "3") == (
+        "http://127.0.0.1:5000/#/experiments/3?workflowType=machine_learning"
+    )
+    assert runs_table_link("http://head:5000/", "3", "abc") == (
+        "http://head:5000/#/experiments/3/runs/abc?workflowType=machine_learning"
+    )
 
 
 def test_the_experiment_opens_on_its_training_runs_and_a_chosen_kind_is_kept(tmp_path):

@@ -290,7 +290,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(summary_table(config, outcome))
     print(f"checkpoints: {run_dir / 'checkpoints'}")
     if run_id is not None:
-        print(f"MLflow: mlflow ui --backend-store-uri {uri}  (experiment {config.tracking.experiment}, run {run_id})")
+        from curriculum.adapters.mlflow_links import run_link
+
+        serve = "" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}, then "
+        link = run_link(uri, run_id)
+        print(f"MLflow: {serve}{link or f'experiment {config.tracking.experiment}, run {run_id}'}")
     if outcome.outcome == "killed":
         print(f"stopped; resume with: {PROG} --resume {run_dir}", file=sys.stderr)
         return stop.exit_code

@@ -115,7 +115,7 @@ def test_a_run_measures_and_logs_every_earlier_stage_and_trains_native_replay_st
             "curriculum.replay.native_every=2",
         ],
     )
-    ctx = WorkerContext(say=lambda line: None, interactive=False)
+    ctx = WorkerContext(say=lambda line: None)
     outcome = run_curriculum(config, ctx, FileTracker(tmp_path), tmp_path)
     assert outcome.transitions and outcome.transitions[0]["to_stage"] == 1 and outcome.step == 40
     lines = [json.loads(line) for line in (tmp_path / "tracking" / "metrics.jsonl").read_text().splitlines()]

@@ -56,6 +56,11 @@ def test_local_smoke_run_promotes_and_logs_everything(local_run):
     client, run = mlflow_run(cwd, run_dir)
     assert run.info.status == "FINISHED"
     assert "promoted" in result.stdout and "outcome:" in result.stdout and "mlflow ui" in result.stdout
+    assert run.info.run_name == "smoke", "named by its preset and overrides (none here)"
+    link = f"#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?workflowType=machine_learning"
+    assert link in result.stdout, "a link that opens the UI on the training runs, not the GenAI overview"
+    assert run.data.tags["mlflow.source.name"] == "python -m curriculum.run"
+    assert client.get_experiment(run.info.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
     metrics = run.data.metrics
     for name in EVAL_METRICS:
         assert f"eval/{name}" in metrics, name
@@ -130,6 +135,13 @@ def test_evaluate_cli_prints_a_table_per_size_and_writes_pictures(local_run):
     rows = [line for line in result.stdout.splitlines() if line.strip().startswith(("8x8", "12x12"))]
     assert len(rows) == 2 and all("24" in row for row in rows)
     assert "connectivity" in result.stdout and "valid_route" in result.stdout
+    # 8 is the run's stage 0; 12 is outside its ladder, and the table says so.
+    assert "| stage 0" in rows[0] and "| default" in rows[1] and "outside the run's ladder" in result.stdout
+    client, run = mlflow_run(cwd, run_dir)
+    for size in (8, 12):
+        assert f"evaluate/{size}/valid_route" in run.data.metrics, size
+    logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
+    assert any(p.endswith(".txt") for p in logged) and any(p.endswith(".json") for p in logged)
     assert sorted(p.name for p in (cwd / "eval-pics").iterdir()) == ["evaluate-12x12.png", "evaluate-8x8.png"]
     bad = subprocess.run(
         [sys.executable, "-m", "curriculum.evaluate", str(run_dir), "--sizes", "8,65"],

@@ -17,7 +17,7 @@ from oracle.cli_errors import UsageError
 def trained(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("run")
     config = build_config("smoke", None, ["train.max_steps=10", "train.eval_every=10", "tracking.images_per_eval=0"])
-    run_curriculum(config, WorkerContext(say=lambda line: None, interactive=False), NullTracker(), run_dir)
+    run_curriculum(config, WorkerContext(say=lambda line: None), NullTracker(), run_dir)
     return run_dir
 
 
@@ -32,7 +32,7 @@ def test_a_model_trained_on_small_grids_is_evaluated_at_64x64_with_more_segments
     assert len(rows) == 4
     assert "decoded_optimal" in out
     # act_steps is the number of segments each task ran
-    act = [float(row.split("|")[9]) for row in rows]
+    act = [float(row.split("|")[10]) for row in rows]  # after grid, tasks, tasks from and 7 metrics
     assert act == [1.0, 1.0, 3.0, 3.0]
     assert (tmp_path / "evaluate-64x64-seg3.png").is_file()
 

@@ -139,7 +139,7 @@ def run_as_rank_0_of_2(tmp_path, reduce: TwoRanks, *overrides: str):
         None,
         ["train.eval_every=5", "tracking.images_per_eval=0", "curriculum.stages.0.gate.threshold=1.0", *overrides],
     )
-    ctx = WorkerContext(rank=0, world_size=2, all_reduce_sum=reduce, say=lambda line: None, interactive=False)
+    ctx = WorkerContext(rank=0, world_size=2, all_reduce_sum=reduce, say=lambda line: None)
     return run_curriculum(config, ctx, NullTracker(), tmp_path)
 
 
@@ -154,7 +154,7 @@ def test_each_step_takes_one_collective_and_each_evaluation_one(tmp_path):
 def test_a_single_process_takes_no_collective(tmp_path):
     calls = []
     config = build_config("smoke", None, ["train.eval_every=5", "train.max_steps=5", "tracking.images_per_eval=0"])
-    ctx = WorkerContext(all_reduce_sum=lambda t: calls.append(t.shape) or t, say=lambda line: None, interactive=False)
+    ctx = WorkerContext(all_reduce_sum=lambda t: calls.append(t.shape) or t, say=lambda line: None)
     run_curriculum(config, ctx, NullTracker(), tmp_path)
     assert calls == [(len(SUM_NAMES),)], "the evaluation's sums only"
 

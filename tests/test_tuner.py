@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -10,8 +11,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from curriculum.core.overrides import build_config
-from tuners.penalties import rank_trials
+from tuners.penalties import best_params, rank_trials
 from tuners.space import SearchSpace, apply_point, default_space, weight_from_exponent
+from tuners.trials import trial_line, trial_name
 
 pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
 
@@ -44,15 +46,25 @@ def test_three_trial_search_with_early_stopping_nests_runs_and_writes_a_usable_b
         "search/best_config.yaml",
         "search/trial_scores.png",
     }
-    assert any(k.startswith("best.penalties.") for k in parent.data.params)
+    # best.penalties.* are the weights best_config.yaml holds, not the log10 exponents sampled.
+    best_weights = yaml.safe_load(best.read_text())["curriculum"]["stages"][0]["penalties"]
+    for name, weight in best_weights.items():
+        assert float(parent.data.params[f"best.penalties.{name}"]) == pytest.approx(weight), name
     children = client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     assert len(children) == 3
     for child in children:
-        assert child.info.status in ("FINISHED", "KILLED"), "no trial run may be left RUNNING"
+        # Stopped early is the search working: FINISHED, with the reason in a tag, never KILLED or RUNNING.
+        assert child.info.status == "FINISHED", child.data.tags
+        assert child.info.run_name.startswith("trial ") and "ladder" in child.info.run_name
+        if child.data.tags.get("tune.early_stopped") == "true":
+            assert child.data.tags["tune.stop_reason"].startswith("ASHA")
         assert "search.ladder" in child.data.params and "search.penalties.sparsity" in child.data.params
         assert "curriculum.stages.0.penalties.sparsity" in child.data.params
+    # One line per trial as Tune is done with it, before the final table.
+    done = [line for line in result.stdout.splitlines() if re.match(r"trial \S+ (finished|stopped early)", line)]
+    assert len(done) == 3, result.stdout
     # The table lists every trial, best first.
     table = [line for line in result.stdout.splitlines() if line[:3].strip().isdigit()]
     assert len(table) == 3
@@ -127,6 +139,18 @@ def test_a_sample_becomes_a_valid_run_config():
     assert later.penalties.budget == pytest.approx(0.1) and later.penalties.connectivity == pytest.approx(10**-2.4)
     assert config.train.max_steps == 500
     assert weight_from_exponent(-2.6, -2.5) == 0.0 and weight_from_exponent(0.0, -2.5) == 1.0
+
+
+def test_best_params_log_weights_and_trial_lines_read_well():
+    space = default_space("smoke")
+    point = {"penalties": {"sparsity": -1.0, "connectivity": -9.0}, "ladder": "8-10", "replay": 0.1}
+    params = best_params(point, space)
+    assert params["best.penalties.sparsity"] == pytest.approx(0.1) and params["best.penalties.connectivity"] == 0.0
+    assert params["best.ladder"] == "8-10"
+    assert trial_name("abc_00001", point) == "trial abc_00001 ladder 8-10 replay 0.1"
+    line = trial_line("abc_00001", "finished", {"score": 1.5, "step": 120, "stage": 1, "eval/valid_route": 0.25})
+    assert line == "trial abc_00001 finished: score 1.500 at step 120 (stage 1, valid_route 0.250)"
+    assert "before its first evaluation" in trial_line("abc_00002", "failed", {})
 
 
 def test_ranking_prefers_the_furthest_stage_then_the_fewest_steps():

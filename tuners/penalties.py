@@ -142,6 +142,15 @@ def rank_trials(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=key)
 
 
+def best_params(point: dict, space: SearchSpace) -> dict[str, Any]:
+    """The best point as ``best.*`` params, penalties as the weights the console and best_config.yaml
+    show (the space samples their log10 exponents; a weight switched off is 0)."""
+    from tuners.space import weight_from_exponent
+
+    weights = {name: weight_from_exponent(value, space.off_below) for name, value in point.get("penalties", {}).items()}
+    return {f"best.{k}": v for k, v in flatten_config({**point, "penalties": weights}).items()}
+
+
 def summarize(result, space: SearchSpace, out_dir: Path) -> dict:
     """One row of the trial table from a Tune ``Result``."""
     from tuners.space import weight_from_exponent
@@ -248,11 +257,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     out_dir = out_dir.absolute()
     out_dir.mkdir(parents=True, exist_ok=True)
     if args.resume is None:
+        from curriculum.adapters.source_tags import source_tags
+
         parent = create_run(
             uri,
             search["experiment"],
             f"search-{out_dir.name}",
             {
+                **source_tags(PROG, sys.argv[1:] if argv is None else argv),
                 "tune.search": search["search"],
                 "tune.trials": str(search["trials"]),
                 "curriculum.preset": search["preset"],
@@ -306,7 +318,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     best_path = out_dir / "best_config.yaml"
     best_path.write_text(yaml.safe_dump(best_config.model_dump(mode="json"), sort_keys=False))
     tracker.log_artifact(best_path, "search")
-    tracker.log_params({f"best.{k}": v for k, v in flatten_config(best["point"]).items()})
+    tracker.log_params(best_params(best["point"], space))
     tracker.set_tags({"tune.best_trial": best["trial"], "tune.best_score": f"{best['score']:.3f}"})
     tracker.log_metrics({"tune/best_score": best["score"]}, step=0)
     tracker.finish("FINISHED")

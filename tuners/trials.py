@@ -34,7 +34,7 @@ def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
     run_id = create_run(
         search["tracking_uri"],
         search["experiment"],
-        f"trial-{trial_id}",
+        trial_name(trial_id, point),
         {"mlflow.parentRunId": search["parent_run_id"], "tune.trial_id": trial_id, "curriculum.preset": config.preset},
     )
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
@@ -59,6 +59,27 @@ def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
         release_placement_group(run_dir)
 
 
+def trial_name(trial_id: str, point: dict[str, Any]) -> str:
+    """``trial 3f2a1_00001 ladder 10-40 replay 0.2``: what sets the trial apart in the runs table."""
+    parts = [f"trial {trial_id}"]
+    if "ladder" in point:
+        parts.append(f"ladder {point['ladder']}")
+    if "replay" in point:
+        parts.append(f"replay {point['replay']:.2g}")
+    return " ".join(parts)
+
+
+def trial_line(trial_id: str, how: str, result: dict[str, Any]) -> str:
+    """The one console line of a trial Tune is done with."""
+    if not result:
+        return f"trial {trial_id} {how} before its first evaluation"
+    valid = result.get("eval/valid_route", float("nan"))
+    return (
+        f"trial {trial_id} {how}: score {result.get('score', float('nan')):.3f} at step {result.get('step', '?')}"
+        f" (stage {result.get('stage', '?')}, valid_route {valid:.3f})"
+    )
+
+
 def release_placement_group(run_dir: Path) -> bool:
     """Remove the trial's worker placement group if Ray left it behind; True if one was removed.
 
@@ -80,10 +101,11 @@ def release_placement_group(run_dir: Path) -> bool:
 
 
 class TrialRunStatus(Callback):
-    """Closes each trial's MLflow child run when Tune is done with the trial.
+    """Closes each trial's MLflow child run when Tune is done with the trial, and prints one line for it.
 
     A trial that reported its curriculum outcome ends FINISHED; one stopped early by the scheduler
-    ends KILLED (tag ``tune.early_stopped``); one that crashed ends FAILED. Nothing is left RUNNING.
+    ends FINISHED too, tagged ``tune.early_stopped=true`` and ``tune.stop_reason`` (being stopped is
+    the search working, not the trial failing); one that crashed ends FAILED. Nothing is left RUNNING.
     """
 
     def __init__(self, out_dir: Path) -> None:
@@ -94,6 +116,11 @@ class TrialRunStatus(Callback):
 
         if release_placement_group(self.out_dir / "trials" / trial.trial_id):
             print(f"released the placement group left behind by trial {trial.trial_id}", flush=True)
+        result = trial.last_result or {}
+        finished = (self.out_dir / "trials" / trial.trial_id / "outcome.json").is_file()
+        stopped_early = status == "FINISHED" and not finished
+        how = {"FAILED": "failed", "FINISHED": "stopped early by ASHA" if stopped_early else "finished"}[status]
+        print(trial_line(trial.trial_id, how, result), flush=True)
         record_path = self.out_dir / "trials" / trial.trial_id / "run.json"
         if not record_path.is_file():
             return
@@ -102,11 +129,14 @@ class TrialRunStatus(Callback):
         if run is None:
             return
         client = make_client(record["tracking_uri"])
-        finished = (self.out_dir / "trials" / trial.trial_id / "outcome.json").is_file()
-        if status == "FINISHED" and not finished:
-            status = "KILLED"
+        if stopped_early:
             client.set_tag(record["run_id"], "tune.early_stopped", "true")
-        client.set_tag(record["run_id"], "tune.trial_status", status)
+            client.set_tag(
+                record["run_id"],
+                "tune.stop_reason",
+                f"ASHA: score below its rung's cutoff at step {result.get('step', '?')}",
+            )
+        client.set_tag(record["run_id"], "tune.trial_status", "stopped" if stopped_early else status)
         if run.info.status == "RUNNING" or status != "FINISHED":
             client.set_terminated(record["run_id"], status)
 

@@ -34,6 +34,10 @@ HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RE
 
 LOST_METRICS_TAG = "tracking.lost_metrics"
 
+# The MLflow UI opens an experiment of this kind on its runs table; an untagged one it may take for a
+# GenAI experiment and open on the traces overview, which a training service never writes.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+
 # Errors the server answers with for a request that will never succeed: retrying them is pointless.
 _PERMANENT_ERRORS = {
     "INVALID_PARAMETER_VALUE",
@@ -88,7 +92,8 @@ def make_client(uri: str) -> MlflowClient:
 
 
 def create_run(uri: str, experiment: str, run_name: Optional[str], tags: Optional[dict[str, str]] = None) -> str:
-    """Create a RUNNING run in ``experiment`` (created if missing) and return its id."""
+    """Create a RUNNING run in ``experiment`` (created if missing, and marked as a training experiment) and
+    return its id."""
     from mlflow.exceptions import MlflowException
 
     client = _client_on_ready_store(uri)
@@ -104,6 +109,8 @@ def create_run(uri: str, experiment: str, run_name: Optional[str], tags: Optiona
         raise ValueError(f"MLflow experiment {experiment!r} is deleted; restore it or choose another name")
     else:
         experiment_id = found.experiment_id
+    if found is None or EXPERIMENT_KIND_TAG not in found.tags:  # a kind someone chose in the UI is kept
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     run = client.create_run(experiment_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()})
     return run.info.run_id
 

@@ -6,8 +6,8 @@ path only while every node shares one host, shared storage (s3://...) otherwise
 typed arguments of every worker) with one worker per ``scaling.num_workers`` (DDP over gloo on CPU,
 NCCL on GPU), restarting the worker group from the last reported checkpoint on failure
 (``FailureConfig``); the CLI (``run_with_ray``) and the tuner's trials both launch through it.
-``run_with_ray`` also prints rank 0's console lines, which travel through a Ray queue so Ray's own
-worker logs can stay out of the terminal.
+``run_with_ray`` also shows rank 0's console lines and progress snapshots (the live bar), which
+travel through a Ray queue so Ray's own worker logs can stay out of the terminal.
 
 Stopping: ``trainer.fit()`` runs in a thread of its own, so Ray Train does not install its SIGINT
 handler (which aborts the workers mid-step, without a checkpoint); the driver's handler stays in
@@ -30,6 +30,7 @@ from curriculum.adapters.checkpoint import KEEP
 from curriculum.adapters.storage import StorageError, check_storage, storage_scheme, workers_fit
 from curriculum.core.config import RunConfig
 from curriculum.core.outcome import RunOutcome
+from curriculum.core.progress import Progress
 from curriculum.trainer.context import WorkerContext
 from curriculum.trainer.loop import run_curriculum
 
@@ -132,6 +133,10 @@ def _worker(loop_config: dict) -> None:
         if queue is not None:
             queue.put(line)
 
+    def show_progress(progress: Progress) -> None:
+        if queue is not None:  # to the driver, which draws the bar (a worker has no terminal)
+            queue.put(progress)
+
     if rank == 0:
         # Recorded so a supervisor (the tuner) can release it if Ray leaves it behind (ray#54305).
         group = ray.util.get_current_placement_group()
@@ -156,7 +161,7 @@ def _worker(loop_config: dict) -> None:
         restore_from=restore,
         stop_requested=stop_requested,
         say=say,
-        interactive=False,
+        show_progress=show_progress,
     )
     try:
         outcome = run_curriculum(config, ctx, tracker, run_dir, job.run_id)
@@ -289,11 +294,15 @@ def run_with_ray(
     tracking_uri: Optional[str],
     storage: str,
     resume_from: Optional[Path],
-    say=print,
+    say: Callable[[str], None] = print,
     stop_requested: Callable[[], bool] = lambda: False,
+    show_progress: Callable[[Progress], None] = lambda progress: None,
+    idle: Callable[[], None] = lambda: None,
 ) -> RunOutcome:
     """Fit the curriculum with Ray Train on the cluster ``connect`` joined; returns rank 0's outcome.
 
+    Rank 0's console lines go to ``say`` and its progress snapshots to ``show_progress``; ``idle`` is
+    called whenever half a second passes without either.
     ``stop_requested`` (polled twice a second) asks the workers to stop after their current step.
     """
     import ray
@@ -320,10 +329,11 @@ def run_with_ray(
                 stop_flag.set.remote()
                 forwarded = True
             try:
-                line = console.get(timeout=0.5)
+                item = console.get(timeout=0.5)
             except Exception:  # queue.Empty or the queue actor going away at shutdown
+                idle()
                 continue
-            say(line)
+            show_progress(item) if isinstance(item, Progress) else say(item)
 
     fitted: dict = {}
 
@@ -342,11 +352,13 @@ def run_with_ray(
         while fitter.is_alive():
             fitter.join(timeout=0.5)  # the main thread stays free to run signal handlers
     finally:
-        while True:  # drain what is left
+        while True:  # drain the lines left (a stale bar frame is not worth showing)
             try:
-                say(console.get(timeout=0.2))
+                item = console.get(timeout=0.2)
             except Exception:
                 break
+            if not isinstance(item, Progress):
+                say(item)
         done.set()
         printer.join(timeout=2)
     if "error" in fitted:

@@ -3,17 +3,24 @@
     python -m curriculum.evaluate runs/tiny-.../checkpoints/checkpoint-000002000.pt --sizes 10,20 --count 512
 
 CHECKPOINT is a checkpoint file or a run directory (its newest checkpoint). Tasks are fresh draws
-from the run's own stage settings for each size (default settings for sizes the run never
-trained on), from a seed no training stream uses. Sizes up to 64 are accepted, beyond the 40x40 a
-run trains on: the model's 2-D positions extend to any grid. ``--segments 2,4,8`` evaluates each size
-with that many ACT segments (more than training used is "thinking longer"). Prints a table and
-writes route pictures.
+from the run's own stage settings for each size (default settings for sizes outside the run's
+ladder, which the table's "tasks from" column says), from a seed no training stream uses. Sizes up to
+64 are accepted, beyond the 40x40 a run trains on: the model's 2-D positions extend to any grid.
+``--segments 2,4,8`` evaluates each size with that many ACT segments (more than training used is
+"thinking longer"). Prints a table, writes route pictures, and logs the results to the run's MLflow
+run (metrics ``evaluate/<size>/<metric>``, or ``evaluate/<size>/segments<k>/<metric>`` with
+``--segments``, at the checkpoint's step, the table as artifacts under ``evaluate/``).
 """
 
 from __future__ import annotations
 
+import json
+import math
+import sys
+import tempfile
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -66,6 +73,14 @@ def spec_for_size(config: RunConfig, size: int) -> TaskSpec:
         if stage.size == size:
             return stage.task_spec()
     return TaskSpec(size=size)
+
+
+def task_source(config: RunConfig, size: int) -> str:
+    """Where a size's task settings come from: ``stage N`` of the run's ladder, or ``default``."""
+    for index, stage in enumerate(config.curriculum.stages):
+        if stage.size == size:
+            return f"stage {index}"
+    return "default"
 
 
 def evaluate_checkpoint(
@@ -124,14 +139,50 @@ def evaluate_checkpoint(
     return results
 
 
-def format_table(results: dict[int, dict[str, float]], count: int) -> str:
-    header = f"{'grid':>6} | {'tasks':>6} | " + " | ".join(f"{c:>12}" for c in COLUMNS)
+def format_table(results: dict[int, dict[str, float]], count: int, sources: dict[int, str]) -> str:
+    header = f"{'grid':>6} | {'tasks':>6} | {'tasks from':<10} | " + " | ".join(f"{c:>12}" for c in COLUMNS)
     rows = [header, "-" * len(header)]
     for size, means in results.items():
         rows.append(
-            f"{size:>2}x{size:<3} | {count:>6} | " + " | ".join(f"{means.get(c, float('nan')):>12.3f}" for c in COLUMNS)
+            f"{size:>2}x{size:<3} | {count:>6} | {sources[size]:<10} | "
+            + " | ".join(f"{means.get(c, float('nan')):>12.3f}" for c in COLUMNS)
         )
+    if "default" in sources.values():
+        rows.append("default: a size outside the run's ladder, drawn with the default task settings (oracle.TaskSpec)")
     return "\n".join(rows)
+
+
+def log_to_run(
+    run_dir: Path, checkpoint: Path, step: int, results: dict[Any, dict[str, float]], table: str, rows: list[dict]
+) -> Optional[str]:
+    """The results into the MLflow run of ``run_dir`` (its run.json); the run id, or None without one."""
+    record_path = run_dir / "run.json"
+    if not record_path.is_file():
+        return None
+    record = json.loads(record_path.read_text())
+    if not record.get("run_id") or not record.get("tracking_uri"):
+        return None
+    from mlflow.entities import Metric
+
+    from curriculum.adapters.mlflow_tracker import make_client
+
+    client = make_client(record["tracking_uri"])
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(f"evaluate/{size}/{name}", float(value), now, step)
+        for size, means in results.items()
+        for name, value in means.items()
+        if math.isfinite(value)
+    ]
+    for i in range(0, len(metrics), 1000):  # MLflow's batch limit
+        client.log_batch(record["run_id"], metrics=metrics[i : i + 1000], synchronous=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp) / f"evaluate-{checkpoint.stem}"
+        base.with_suffix(".txt").write_text(table + "\n")
+        base.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+        client.log_artifact(record["run_id"], str(base.with_suffix(".txt")), "evaluate")
+        client.log_artifact(record["run_id"], str(base.with_suffix(".json")), "evaluate")
+    return record["run_id"]
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -144,6 +195,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         "--segments", help="ACT segments per task, comma-separated for several (default: the run's evaluation setting)"
     )
     parser.add_argument("--pictures", type=Path, help="directory for route pictures (default next to the checkpoint)")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log the results to the run's MLflow run")
     args = parser.parse_args(argv)
     sizes = _parse_sizes(args.sizes)
     segment_counts = _parse_segments(args.segments)
@@ -156,20 +208,45 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise UsageError(f"{path}: no checkpoint found")
         path = found
     try:
-        load_checkpoint(path)
+        saved = load_checkpoint(path)
+        config = RunConfig.model_validate_json(saved["config"])
     except CheckpointError as exc:
         raise UsageError(str(exc)) from None
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(f"{path}: not a checkpoint of this project (no valid run config)") from None
     picture_dir = args.pictures or path.parent.parent / "pictures"
+    sources = {size: task_source(config, size) for size in sizes}
     print(f"{path}")
+    tables, logged, rows = [], {}, []
     for segments in segment_counts:
         try:
             results = evaluate_checkpoint(path, sizes, args.count, args.device, picture_dir, segments=segments)
         except CheckpointError as exc:  # readable, but not a model of this project's shape
             raise UsageError(str(exc)) from None
+        table = format_table(results, args.count, sources)
         if segments is not None:
-            print(f"{segments} ACT segments per task")
-        print(format_table(results, args.count))
+            table = f"{segments} ACT segments per task\n{table}"
+        print(table)
+        tables.append(table)
+        suffix = "" if segments is None else f"/segments{segments}"
+        logged.update({f"{size}{suffix}": means for size, means in results.items()})
+        rows += [
+            {"size": size, "segments": segments, "tasks": args.count, "tasks_from": sources[size], **results[size]}
+            for size in sizes
+        ]
+    table = "\n".join(tables)
     print(f"pictures: {picture_dir}")
+    if not args.no_mlflow:
+        step = int(saved.get("step", 0))
+        try:
+            run_id = log_to_run(path.parent.parent, path, step, logged, table, rows)
+        except ImportError:
+            run_id = None  # no MLflow on this machine: the table above is the record
+        except Exception as exc:  # noqa: BLE001 - the evaluation itself succeeded; say what was not logged
+            print(f"{PROG}: warning: results not logged to MLflow: {str(exc).strip()[:200]}", file=sys.stderr)
+            run_id = None
+        if run_id is not None:
+            print(f"MLflow: run {run_id}, metrics evaluate/<size>/<metric> at step {step}, artifacts evaluate/")
     return 0
 
 

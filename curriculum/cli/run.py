@@ -1,7 +1,8 @@
 """``python -m curriculum.run``: train HRM through the curriculum, logged to MLflow.
 
-    python -m curriculum.run [--preset NAME] [--config FILE.yaml] [--run-dir DIR] [--resume DIR]
-                             [--backend ray|local] [--address ADDR] [key.path=value ...]
+    python -m curriculum.run [--preset NAME] [--config FILE.yaml] [--run-dir DIR] [--name NAME]
+                             [--resume DIR] [--backend ray|local] [--address ADDR] [--show-config]
+                             [key.path=value ...]
 
 No arguments: the ``tiny`` preset on a local Ray instance, MLflow at sqlite:///mlflow.db in the
 working directory (unless MLFLOW_TRACKING_URI says otherwise). ``--address auto`` or RAY_ADDRESS
@@ -22,8 +23,10 @@ from pathlib import Path
 from typing import Optional
 
 from curriculum.adapters.checkpoint import CheckpointError, check_model_fits, latest_checkpoint, load_checkpoint
+from curriculum.adapters.console import LiveBar
 from curriculum.adapters.run_lock import RunLockedError, hold_run_lock
 from curriculum.core.config import RunConfig
+from curriculum.core.naming import run_name as default_run_name
 from curriculum.core.outcome import RunOutcome, RunStatus
 from curriculum.core.overrides import build_config, config_from_raw
 from curriculum.core.presets import PRESET_NAMES
@@ -37,7 +40,10 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=PRESET_NAMES, help="starting point (default tiny)")
     parser.add_argument("--config", type=Path, help="YAML file laid over the preset")
-    parser.add_argument("--run-dir", type=Path, help="where checkpoints and pictures go (default runs/<name>)")
+    parser.add_argument("--run-dir", type=Path, help="where checkpoints and pictures go (default runs/<preset>-<time>)")
+    parser.add_argument(
+        "--name", help="MLflow run name (default: the preset, config file and overrides, e.g. 'tiny lr=5e-4')"
+    )
     parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint")
     parser.add_argument(
         "--backend",
@@ -49,16 +55,24 @@ def build_parser() -> OneLineParser:
         "--address",
         help="Ray cluster address (auto = the running cluster; default: RAY_ADDRESS or a new local instance)",
     )
-    parser.add_argument("overrides", nargs="*", metavar="key.path=value", help="config overrides")
+    parser.add_argument(
+        "--show-config",
+        action="store_true",
+        help="print the resolved config as YAML, every key with its description, and exit (usable as --config)",
+    )
+    parser.add_argument(
+        "overrides", nargs="*", metavar="key.path=value", help="config overrides (see --show-config for the keys)"
+    )
     return parser
 
 
 def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
     """Config, run directory and (when resuming) the saved run record; raises UsageError."""
     if args.resume is not None:
-        if args.preset or args.config:
-            raise UsageError("--resume takes the run's saved config; give only key=value overrides with it")
+        if args.preset or args.config or args.name:
+            raise UsageError("--resume takes the run's saved config and name; give only key=value overrides with it")
         run_dir = args.resume
+        check_creatable(run_dir, "--resume")
         saved_config = run_dir / "config.json"
         record_path = run_dir / "run.json"
         for path in (saved_config, record_path):
@@ -82,10 +96,28 @@ def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
             raise UsageError(str(exc)) from None
         return config, run_dir, json.loads(record_path.read_text())
     config = build_config(args.preset, args.config, args.overrides)
+    if args.name is not None:
+        if not args.name.strip():
+            raise UsageError("--name must not be empty")
+        config.tracking.run_name = args.name
     run_dir = args.run_dir or Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if run_dir.exists() and any(run_dir.iterdir()):
         raise UsageError(f"--run-dir {run_dir} already holds files (use --resume {run_dir} to continue it)")
+    check_creatable(run_dir, "--run-dir")
     return config, run_dir, None
+
+
+def check_creatable(path: Path, option: str) -> None:
+    """Refuse, before Ray, MLflow or any file exists, a directory this process cannot create or write."""
+    existing = path.absolute()
+    while not existing.exists():  # the nearest ancestor that exists: where mkdir would write
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is not a directory")
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        raise UsageError(f"{option} {path}: {existing} is on a read-only file system")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: {existing} is not writable")
 
 
 class _StopFlag:
@@ -132,6 +164,12 @@ def _save_traceback(run_dir: Path) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.show_config:
+        from curriculum.core.describe import config_yaml
+
+        shown = _resolve(args)[0] if args.resume else build_config(args.preset, args.config, args.overrides)
+        print(config_yaml(shown), end="")
+        return 0
     config, run_dir, record = _resolve(args)
     # A resumed run whose driver is still alive is left alone (and never marked KILLED).
     lock = _lock(run_dir) if record is not None else None
@@ -139,12 +177,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     if record is not None:
         uri = record.get("tracking_uri")
     elif mlflow_installed():
-        from curriculum.adapters.mlflow_tracker import resolve_tracking_uri
+        from curriculum.adapters.mlflow_tracker import resolve_tracking_uri, sqlite_path
 
         try:
             uri = resolve_tracking_uri(config.tracking.mlflow_uri)
         except ValueError as exc:
             raise UsageError(f"tracking.mlflow_uri: {exc}") from None
+        database = sqlite_path(uri)
+        if database is not None and not database.exists():
+            check_creatable(database.parent, f"MLflow store {database}: its directory")
     address = args.address or os.environ.get("RAY_ADDRESS")
     if args.backend == "local" and args.address:
         raise UsageError("--address needs --backend ray")
@@ -167,13 +208,15 @@ def main(argv: Optional[list[str]] = None) -> int:
         run_id = None
         if uri is not None:
             from curriculum.adapters.mlflow_tracker import create_run
+            from curriculum.adapters.source_tags import source_tags
 
-            run_name = config.tracking.run_name or f"{config.preset}-{run_dir.name}"
+            run_name = config.tracking.run_name or default_run_name(config.preset, args.config, args.overrides)
             run_id = create_run(
                 uri,
                 config.tracking.experiment,
                 run_name,
                 {
+                    **source_tags(PROG, sys.argv[1:] if argv is None else argv),
                     "curriculum.preset": config.preset,
                     "curriculum.backend": args.backend,
                     "curriculum.run_dir": str(run_dir.absolute()),
@@ -189,9 +232,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 f"{run_dir / 'tracking'} (log them later: python -m curriculum.replay {run_dir})"
             )
         else:
-            print(
-                f"run {run_id} ({config.preset}) in {run_dir}; MLflow: {uri}, experiment {config.tracking.experiment}"
-            )
+            print(f"run {run_id} ({run_name}) in {run_dir}; MLflow: {uri}, experiment {config.tracking.experiment}")
     else:
         run_id = record["run_id"]
         if run_id is not None:
@@ -204,15 +245,26 @@ def main(argv: Optional[list[str]] = None) -> int:
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
 
     status: RunStatus = "FAILED"
+    console = LiveBar()  # a live bar on a terminal, on either backend
     try:
         if args.backend == "local":
-            outcome = _run_local(config, run_dir, run_id, uri, resume_from, stop)
+            outcome = _run_local(config, run_dir, run_id, uri, resume_from, stop, console)
         else:
             from curriculum.adapters.ray_backend import run_with_ray
 
+            console.waiting("starting Ray Train workers")
             outcome = _with_quiet_ray(
                 lambda: run_with_ray(
-                    config, run_dir, run_id, uri, storage, resume_from, stop_requested=lambda: stop.set
+                    config,
+                    run_dir,
+                    run_id,
+                    uri,
+                    storage,
+                    resume_from,
+                    say=console.say,
+                    stop_requested=lambda: stop.set,
+                    show_progress=console.show,
+                    idle=console.tick,
                 )
             )
         status = outcome.status
@@ -228,6 +280,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         )
         return 1
     finally:
+        console.close()
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         if run_id is not None:  # the driver owns the run's final status
@@ -237,7 +290,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     print(summary_table(config, outcome))
     print(f"checkpoints: {run_dir / 'checkpoints'}")
     if run_id is not None:
-        print(f"MLflow: mlflow ui --backend-store-uri {uri}  (experiment {config.tracking.experiment}, run {run_id})")
+        from curriculum.adapters.mlflow_links import run_link
+
+        serve = "" if uri.startswith("http") else f"mlflow ui --backend-store-uri {uri}, then "
+        link = run_link(uri, run_id)
+        print(f"MLflow: {serve}{link or f'experiment {config.tracking.experiment}, run {run_id}'}")
     if outcome.outcome == "killed":
         print(f"stopped; resume with: {PROG} --resume {run_dir}", file=sys.stderr)
         return stop.exit_code
@@ -279,12 +336,19 @@ def _run_local(
     uri: Optional[str],
     resume_from: Optional[Path],
     stop: _StopFlag,
+    console: LiveBar,
 ) -> RunOutcome:
     from curriculum.adapters.tracking import FileTracker, MultiTracker
     from curriculum.trainer.context import local_context
     from curriculum.trainer.loop import run_curriculum
 
-    ctx = local_context(config.train.device, resume_from, stop_requested=lambda: stop.set)
+    ctx = local_context(
+        config.train.device,
+        resume_from,
+        stop_requested=lambda: stop.set,
+        say=console.say,
+        show_progress=console.show,
+    )
     trackers = [FileTracker(run_dir)]
     if run_id is not None:
         from curriculum.adapters.mlflow_tracker import MlflowTracker

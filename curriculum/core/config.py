@@ -207,8 +207,16 @@ class TrackingConfig(BaseModel):
         None, description="MLflow tracking URI (None = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
     )
     experiment: str = Field("hrm-curriculum", min_length=1, description="MLflow experiment name.")
-    run_name: Optional[str] = Field(None, description="MLflow run name (None = preset and time).")
+    run_name: Optional[str] = Field(
+        None, description="MLflow run name (None = the preset and the overrides given, e.g. 'tiny lr=5e-4')."
+    )
     images_per_eval: int = Field(4, ge=0, le=16, description="Held-out tasks drawn in each evaluation's PNG.")
+    metrics_every_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds between training-metric points (train/*, perf/steps_per_s, curriculum/stage), "
+        "independent of train.eval_every; the first step always logs one.",
+    )
 
 
 class RunConfig(BaseModel):

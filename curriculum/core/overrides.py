@@ -103,4 +103,9 @@ def config_from_raw(raw: dict, overrides: Sequence[str] = ()) -> RunConfig:
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
+        first = exc.errors()[0]
+        if first["type"] == "extra_forbidden":  # a misspelled key: name the nearest real one
+            from curriculum.core.describe import unknown_key_message
+
+            raise UsageError(unknown_key_message(first["loc"])) from None
         raise UsageError(describe_validation_error(exc)) from None

@@ -40,6 +40,11 @@ class Stopwatch:
         rate = (step - self._lap_step) / max(now - self._lap_start, 1e-9)
         return Lap(elapsed=self._before + now - self._start, steps_per_s=rate)
 
+    def rate(self, step: int) -> float:
+        """Steps per second of the lap so far, without ending it (0 before its first step)."""
+        seconds = self._clock() - self._lap_start
+        return (step - self._lap_step) / seconds if step > self._lap_step and seconds > 0 else 0.0
+
     def resume(self, step: int) -> None:
         """Training goes on from ``step``: the next lap starts now."""
         self._lap_start, self._lap_step = self._clock(), step

@@ -16,6 +16,8 @@ from typing import Optional
 import torch
 from torch import nn
 
+from curriculum.core.progress import Progress
+
 
 @dataclass
 class WorkerContext:
@@ -28,7 +30,7 @@ class WorkerContext:
     restore_from: Optional[Path] = None
     stop_requested: Callable[[], bool] = lambda: False
     say: Callable[[str], None] = print  # console lines (rank 0)
-    interactive: bool = True  # progress bars on a terminal
+    show_progress: Callable[[Progress], None] = lambda progress: None  # the live bar (rank 0)
 
     @property
     def is_main(self) -> bool:
@@ -45,7 +47,17 @@ def pick_device(requested: str) -> torch.device:
 
 
 def local_context(
-    device: str = "auto", restore_from: Optional[Path] = None, stop_requested: Callable[[], bool] = lambda: False
+    device: str = "auto",
+    restore_from: Optional[Path] = None,
+    stop_requested: Callable[[], bool] = lambda: False,
+    say: Callable[[str], None] = print,
+    show_progress: Callable[[Progress], None] = lambda progress: None,
 ) -> WorkerContext:
     """One in-process worker."""
-    return WorkerContext(device=pick_device(device), restore_from=restore_from, stop_requested=stop_requested)
+    return WorkerContext(
+        device=pick_device(device),
+        restore_from=restore_from,
+        stop_requested=stop_requested,
+        say=say,
+        show_progress=show_progress,
+    )

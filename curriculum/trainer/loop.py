@@ -5,8 +5,9 @@ Per step: this rank's batch from its task stream (current stage, plus replayed e
 training step, whose one collective makes every rank agree on skipping it, on a stop and on
 the budget. Every ``eval_every`` steps: evaluate the stage's fixed held-out set and decide (the same
 decision on every rank, so all switch stage at the same step), then emit the one record that
-results: logged on rank 0, reported to Ray with a checkpoint. The same function runs in-process
-(``--backend local``) and in Ray Train workers.
+results: logged on rank 0, reported to Ray with a checkpoint. Between evaluations rank 0 shows its
+progress (``ctx.show_progress``) and logs the training means every ``tracking.metrics_every_s``
+seconds. The same function runs in-process (``--backend local``) and in Ray Train workers.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from pathlib import Path
 from typing import Optional
 
 from curriculum.adapters.checkpoint import latest_checkpoint
-from curriculum.adapters.console import StageProgress
 from curriculum.adapters.tracking import Tracker, flatten_config
 from curriculum.core.config import RunConfig, TrainConfig
 from curriculum.core.evaluation import Evaluation
@@ -31,6 +31,7 @@ from curriculum.trainer.checkpointing import Checkpoints
 from curriculum.trainer.context import WorkerContext
 from curriculum.trainer.evaluation import HeldOut, evaluate
 from curriculum.trainer.learner import Learner, use_worker_cpus
+from curriculum.trainer.live import LiveReport
 from curriculum.trainer.reporting import log_evaluation, log_routes, log_timeline, record_decision, report_metrics
 from curriculum.trainer.step import NonFiniteLossError, train_step
 from routing.batch import task_tensors
@@ -47,10 +48,11 @@ def run_curriculum(
     state = _start(config, ctx, tracker, learner, checkpoints)
     learner.wrap(ctx.wrap_model)
     watch = Stopwatch(state.elapsed, state.step)
-    progress = StageProgress(config.curriculum.stages, ctx.say, ctx.interactive and ctx.is_main)
+    live = LiveReport(config, ctx, tracker, watch)
     stream = TaskStream.of_run(config.curriculum.stages, train.seed, ctx.rank, train.batch_size)
     heldout, averages, agree = HeldOut(config, ctx), TrainAverages(), StepAgreement(ctx, watch, train.max_minutes)
     flags, last = StepFlags(), None
+    live.show(state, last, force=True)
 
     while (outcome := _ending(state, flags, train)) is None:
         stage, task_stage = state.scheduler.stage, None
@@ -63,7 +65,6 @@ def run_curriculum(
             learner, task_tensors(tasks, ctx.device), state.step, stage, agree, task_stage
         )
         state.advance(skipped=flags.nonfinite)
-        progress.update(state.scheduler.stage, state.scheduler.steps_in_stage)
         if flags.nonfinite:
             _check_skips(state, train, ctx, tracker, run_dir)
         elif task_stage is None:  # the training means describe the current stage's own tasks
@@ -71,22 +72,23 @@ def run_curriculum(
         # A spent budget ends the run at once, with an evaluation and a checkpoint: a 40x40 step
         # can take seconds, so waiting for the next scheduled evaluation could overrun it badly.
         if state.step % train.eval_every and state.step < train.max_steps and not flags.over_budget:
+            live.after_step(state, last, averages)
             continue
         last = evaluate(learner, heldout, state, watch.pause(state.step), averages.pop())
         state.decided(last.action, last.scheduler, last.lap.elapsed)
-        _log(last, config, ctx, tracker, run_dir, progress, learner, heldout)
+        _log(last, config, ctx, tracker, run_dir, learner, heldout)
         ctx.report(report_metrics(last, config), checkpoints.save(learner, state, watch))
         watch.resume(state.step)
+        live.show(state, last, force=True)
 
     if outcome == "killed":
         saved = checkpoints.save(learner, state, watch)
         if saved is not None:
-            progress.say(f"stopped at step {state.step}; checkpoint {saved}")
+            ctx.say(f"stopped at step {state.step}; checkpoint {saved}")
     elif outcome == "budget" and flags.over_budget:
-        progress.say(
+        ctx.say(
             f"step {state.step}: train.max_minutes={train.max_minutes:g} reached; the checkpoint above ends the run"
         )
-    progress.close()
     return _finish(outcome, state, watch, last, config, ctx, tracker, run_dir)
 
 
@@ -135,7 +137,6 @@ def _log(
     ctx: WorkerContext,
     tracker: Tracker,
     run_dir: Path,
-    progress: StageProgress,
     learner: Learner,
     heldout: HeldOut,
 ) -> None:
@@ -143,7 +144,7 @@ def _log(
     record_decision(run_dir, ctx.rank, record)
     if not ctx.is_main:
         return
-    log_evaluation(record, config, tracker, progress.say)
+    log_evaluation(record, config, tracker, ctx.say)
     if config.tracking.images_per_eval:
         first = heldout.batches(record.evaluated)[0]
         log_routes(record, learner, first, tracker, run_dir, config.tracking.images_per_eval)

@@ -58,6 +58,7 @@ def test_every_field_refuses_values_past_its_bounds_of_a_wrong_type_or_nan(
         (["--backend", "spark"], "--backend"),
         (["--backend", "local", "--address", "auto"], "--address"),
         (["curriculum.stages.0.task.min_distance=50"], "min_distance"),
+        (["model.expansion=0.001"], "expansion 0.001"),
         (["model.hidden_size=36", "model.num_heads=4"], "head dim 9"),
         (["train.eval_size=1", "scaling.num_workers=2"], "train.eval_size"),
         (["curriculum.stages.1.replay=0.99"], "curriculum.stages.1.replay 0.99 leaves no task of the stage itself"),

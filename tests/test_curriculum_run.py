@@ -209,7 +209,8 @@ def test_runs_without_mlflow_or_ray_then_replays_into_mlflow(tmp_path):
     assert "MLflow is not installed" in result.stdout
     assert not (tmp_path / "mlflow.db").exists()
     lines = (tmp_path / "run" / "tracking" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 2 and "eval/valid_route" in json.loads(lines[0])["metrics"]
+    evaluations = [line for line in lines if "eval/valid_route" in json.loads(line)["metrics"]]
+    assert len(evaluations) == 2 and len(lines) >= 2
 
     replay = subprocess.run(
         [sys.executable, "-m", "curriculum.replay", "run"],

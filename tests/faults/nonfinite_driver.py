@@ -37,12 +37,12 @@ def _nan_logits(module: torch.nn.Module, args: tuple, output: tuple) -> tuple:
 def with_nan_steps(train_step: Callable, steps: set[int]) -> Callable:
     """``train_step`` with NaN logits at the 1-based optimizer ``steps``."""
 
-    def faulty(learner, batch, step, stage, agree):
+    def faulty(learner, batch, step, stage, agree, task_stage=None):
         if step + 1 not in steps:
-            return train_step(learner, batch, step, stage, agree)
+            return train_step(learner, batch, step, stage, agree, task_stage)
         hook = learner.model.register_forward_hook(_nan_logits)
         try:
-            return train_step(learner, batch, step, stage, agree)
+            return train_step(learner, batch, step, stage, agree, task_stage)
         finally:
             hook.remove()
 

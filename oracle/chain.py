@@ -19,6 +19,7 @@ import numpy as np
 from numba import njit, prange
 
 from oracle.astar import neighbour
+from oracle.fields import on_optimal_route
 from oracle.spec import grid_side
 
 _CHUNK = 16
@@ -114,7 +115,7 @@ def most_probable_optimal_routes(
     """
     path_prob = np.asarray(path_prob, np.float64)
     n = grid_side(path_prob.shape[1])
-    on_optimal = (from_start + to_end) == np.asarray(optimal_cost, np.float32)[:, None]
+    on_optimal = on_optimal_route(from_start, to_end, optimal_cost)
     weights = -np.log(np.clip(path_prob, floor, 1.0))
     mask, found = _run(weights, on_optimal, start, end, n, costs, from_start, True)
     if not found.all():

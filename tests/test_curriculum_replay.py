@@ -124,9 +124,9 @@ def test_a_run_measures_and_logs_every_earlier_stage_and_trains_native_replay_st
         for key in line["metrics"]:
             logged.setdefault(key, []).append(line["step"])
     # Before the promotion only 8x8 is measured; afterwards 10x10 (current) and 8x8 (earlier) at every evaluation.
-    assert logged["heldout/8x8/valid_route"] == [10, 20, 30, 40]
-    assert logged["heldout/10x10/valid_route"] == [20, 30, 40]
-    assert "heldout/8x8/optimal" in logged and "eval/valid_route" in logged
+    assert logged["heldout-8x8/valid_route"] == [10, 20, 30, 40]
+    assert logged["heldout-10x10/valid_route"] == [20, 30, 40]
+    assert "heldout-8x8/optimal" in logged and "eval/valid_route" in logged
     # Stage 1 from step 10: every second step trains on 8x8 tasks at their own size, weighted by shortfall.
     assert [step for _, step, _ in native_steps] == list(range(11, 40, 2))
     assert all(stage == 1 and weights == [1.0] for stage, _, weights in native_steps)

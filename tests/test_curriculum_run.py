@@ -45,7 +45,16 @@ def transitions(run_dir: Path):
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("local")
-    result = run_cli(["--preset", "smoke", "--backend", "local", "--run-dir", "run"], cwd)
+    # MLflow's own variable: system metrics every second, so a run of seconds has several points.
+    env = dict(cli_env(), MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1")
+    result = subprocess.run(
+        [sys.executable, "-m", "curriculum.run", "--preset", "smoke", "--backend", "local", "--run-dir", "run"],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return cwd, cwd / "run", result
 
@@ -84,6 +93,30 @@ def test_local_smoke_run_promotes_and_logs_everything(local_run):
     assert artifacts and all(p.endswith(".png") for p in artifacts)
     assert any(a.path.endswith("timeline.png") for a in client.list_artifacts(run.info.run_id, "timeline"))
     assert (run_dir / "checkpoints").is_dir() and list((run_dir / "checkpoints").glob("checkpoint-*.pt"))
+
+
+def test_the_run_page_shows_system_metrics_and_the_stages_as_datasets(local_run):
+    cwd, run_dir, _ = local_run
+    client, run = mlflow_run(cwd, run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    for name in ("system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"):
+        history = client.get_metric_history(run.info.run_id, name)
+        assert len(history) >= 2, name
+        assert [m.step for m in history] == list(range(len(history))), "one point per sampling step, in order"
+    cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+    assert all(0 <= m.value <= 100 for m in cpu) and any(m.value > 0 for m in cpu)
+    # Sampled while the run trained: every point lies between the run's start and end.
+    assert all(run.info.start_time <= m.timestamp <= run.info.end_time for m in cpu)
+    datasets = run.inputs.dataset_inputs
+    sizes = [stage["size"] for stage in config["curriculum"]["stages"]]
+    assert [d.dataset.name for d in datasets] == [f"stage {i}: {n}x{n}" for i, n in enumerate(sizes)]
+    for inp, stage in zip(datasets, config["curriculum"]["stages"]):
+        assert {t.key: t.value for t in inp.tags}["mlflow.data.context"] == "training"
+        source = json.loads(inp.dataset.source)
+        assert json.loads(source["tags"]["task_spec"])["size"] == stage["size"]
+        assert source["tags"]["run_seed"] == str(config["train"]["seed"])
+        schema = json.loads(inp.dataset.schema)["mlflow_colspec"]
+        assert schema[0]["tensor-spec"]["shape"] == [-1, stage["size"] ** 2]
 
 
 def test_ray_two_workers_switch_stage_at_the_same_step(ray_address, tmp_path):

@@ -31,11 +31,22 @@ def run_tuner(args, cwd, timeout=900):
     )
 
 
-def test_three_trial_search_with_early_stopping_nests_runs_and_writes_a_usable_best_config(tmp_path):
+@pytest.fixture
+def busy_cpu():
+    """A process spinning on one core beside the test: when Tune sees each report then depends on
+    the scheduler, as on a user's busy laptop, so a report-order bug cannot hide behind an idle CI box."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    yield spinner
+    spinner.kill()
+    spinner.wait()
+
+
+def test_three_trial_search_with_early_stopping_nests_runs_and_writes_a_usable_best_config(tmp_path, busy_cpu):
     result = run_tuner(
         ["--preset", "smoke", "--trials", "3", "--budget-steps", "120", "--grace-steps", "40", "--out", "out"], tmp_path
     )
     assert result.returncode == 0, result.stderr[-4000:]
+    assert busy_cpu.poll() is None  # the contention lasted the whole search
     out = tmp_path / "out"
     best = out / "best_config.yaml"
     assert f"best config: {best}" in result.stdout

@@ -184,11 +184,31 @@ def summarize(result, space: SearchSpace, out_dir: Path) -> dict:
     }
 
 
+def tune_config(search: dict, concurrent: int):
+    """What Tune maximises and how it stops trials: every report of a trial must carry ``score`` and
+    ``step`` (see ``curriculum.trainer.reporting.final_report``)."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    return tune.TuneConfig(
+        metric="score",
+        mode="max",
+        num_samples=search["trials"],
+        search_alg=_searcher(search["search"]),
+        scheduler=ASHAScheduler(
+            time_attr="step",
+            max_t=search["budget_steps"],
+            grace_period=search["grace_steps"],
+            reduction_factor=2,
+        ),
+        max_concurrent_trials=concurrent,
+    )
+
+
 def _search(args, search: dict, space: SearchSpace, out_dir: Path) -> list[dict]:
     """Run (or restore) the Tune search; returns the trial rows, best first."""
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from tuners.space import param_space
     from tuners.trials import TrialRunStatus, run_trial
@@ -211,19 +231,7 @@ def _search(args, search: dict, space: SearchSpace, out_dir: Path) -> list[dict]
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(space),
-            tune_config=tune.TuneConfig(
-                metric="score",
-                mode="max",
-                num_samples=search["trials"],
-                search_alg=_searcher(search["search"]),
-                scheduler=ASHAScheduler(
-                    time_attr="step",
-                    max_t=search["budget_steps"],
-                    grace_period=search["grace_steps"],
-                    reduction_factor=2,
-                ),
-                max_concurrent_trials=concurrent,
-            ),
+            tune_config=tune_config(search, concurrent),
             run_config=tune.RunConfig(
                 name="tune", storage_path=str(out_dir), verbose=0, callbacks=[TrialRunStatus(out_dir)]
             ),

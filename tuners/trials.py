@@ -23,6 +23,7 @@ def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
     """Tune trainable: ``point`` is the sampled configuration, ``search`` the fixed search settings."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from curriculum.adapters.mlflow_datasets import log_curriculum_inputs
     from curriculum.adapters.mlflow_tracker import MlflowTracker, create_run
     from curriculum.adapters.ray_backend import TrainJob, build_trainer
 
@@ -37,6 +38,7 @@ def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
         trial_name(trial_id, point),
         {"mlflow.parentRunId": search["parent_run_id"], "tune.trial_id": trial_id, "curriculum.preset": config.preset},
     )
+    log_curriculum_inputs(search["tracking_uri"], run_id, config)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
     (run_dir / "run.json").write_text(
         json.dumps({"run_id": run_id, "tracking_uri": search["tracking_uri"], "point": point}, indent=2)

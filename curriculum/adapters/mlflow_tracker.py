@@ -209,6 +209,27 @@ class MlflowTracker:
         self._queue: deque[tuple[str, object, int]] = deque()
         self._degraded_since: Optional[float] = None
         self._last_try = 0.0
+        self._system_metrics = None
+
+    def start_system_metrics(self, every_s: float, node: Optional[str] = None) -> None:
+        """Log MLflow's system metrics (``system/*``) every ``every_s`` seconds from a thread until ``finish``.
+
+        They continue the run's ``system/`` steps on a resume. Best effort: without psutil, or when the
+        store refuses, the run goes on without them (one warning).
+        """
+        if every_s <= 0 or self._system_metrics is not None:
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            monitor = SystemMetricsMonitor(
+                self.run_id, sampling_interval=every_s, resume_logging=True, node_id=node, tracking_uri=self.uri
+            )
+        except Exception as exc:  # noqa: BLE001 - e.g. psutil missing, or the store unreachable
+            _warn(f"no system metrics for run {self.run_id}: {_first_line(exc)}")
+            return
+        monitor.start()
+        self._system_metrics = monitor
 
     @property
     def queued_metrics(self) -> int:
@@ -252,6 +273,9 @@ class MlflowTracker:
     def finish(self, status: RunStatus) -> None:
         """Deliver what is queued, report lost points, and set the run's terminal status."""
         check_status(status)
+        if self._system_metrics is not None:  # its last points go in before the run is closed
+            self._system_metrics.finish()
+            self._system_metrics = None
         self._deliver(force=True)
         if self._queue:
             others = [kind for kind, _, _ in self._queue if kind != "metrics"]
@@ -368,6 +392,19 @@ class MlflowTracker:
             f"set the tag {LOST_METRICS_TAG}",
         ):
             self._reported_lost = self.lost_metrics
+
+
+def run_tracker(run_dir: Path, uri: Optional[str], run_id: Optional[str], system_metrics_every_s: float = 0.0):
+    """The tracker of a training process: the run directory's file log, and MLflow (with system metrics)
+    when the run has an MLflow run."""
+    from curriculum.adapters.tracking import FileTracker, MultiTracker
+
+    trackers = [FileTracker(run_dir)]
+    if run_id is not None and uri is not None:
+        mlflow_tracker = MlflowTracker(uri, run_id)
+        mlflow_tracker.start_system_metrics(system_metrics_every_s)
+        trackers.insert(0, mlflow_tracker)
+    return MultiTracker(*trackers)
 
 
 def _is_permanent(exc: Exception) -> bool:

@@ -33,6 +33,7 @@ from curriculum.core.outcome import RunOutcome
 from curriculum.core.progress import Progress
 from curriculum.trainer.context import WorkerContext
 from curriculum.trainer.loop import run_curriculum
+from curriculum.trainer.reporting import final_report
 
 if TYPE_CHECKING:
     from ray.train.torch import TorchTrainer
@@ -89,7 +90,7 @@ def _worker(loop_config: dict) -> None:
     import torch.distributed as dist
 
     from curriculum.adapters.checkpoint import latest_checkpoint
-    from curriculum.adapters.tracking import FileTracker, MultiTracker, NullTracker
+    from curriculum.adapters.tracking import NullTracker
 
     job = TrainJob.from_loop_config(loop_config)
     config, run_dir, queue = job.config, job.run_dir, job.console
@@ -119,7 +120,11 @@ def _worker(loop_config: dict) -> None:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    last_report: dict = {}
+
     def report(metrics: dict, checkpoint_file: Optional[Path]) -> None:
+        last_report.clear()
+        last_report.update(metrics)
         if checkpoint_file is None:
             ray.train.report(metrics)
             return
@@ -145,12 +150,9 @@ def _worker(loop_config: dict) -> None:
             (run_dir / "placement_group.txt").write_text(group.id.hex())
     tracker = NullTracker()
     if rank == 0:
-        trackers = [FileTracker(run_dir)]
-        if job.run_id:
-            from curriculum.adapters.mlflow_tracker import MlflowTracker
+        from curriculum.adapters.mlflow_tracker import run_tracker
 
-            trackers.insert(0, MlflowTracker(job.tracking_uri, job.run_id))
-        tracker = MultiTracker(*trackers)
+        tracker = run_tracker(run_dir, job.tracking_uri, job.run_id, config.tracking.system_metrics_every_s)
     ctx = WorkerContext(
         rank=rank,
         world_size=world,
@@ -173,7 +175,7 @@ def _worker(loop_config: dict) -> None:
     # A last report carries the outcome back to the driver (every rank must report). The driver
     # reads the metrics of the newest checkpoint, so rank 0 attaches its last checkpoint again.
     last = latest_checkpoint(run_dir / "checkpoints") if rank == 0 else None
-    report({"final": True, **outcome.to_json()}, last)
+    report(final_report(dict(last_report), outcome), last)
 
 
 class _Flag:

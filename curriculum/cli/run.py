@@ -207,6 +207,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if record is None:
         run_id = None
         if uri is not None:
+            from curriculum.adapters.mlflow_datasets import log_curriculum_inputs
             from curriculum.adapters.mlflow_tracker import create_run
             from curriculum.adapters.source_tags import source_tags
 
@@ -222,6 +223,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                     "curriculum.run_dir": str(run_dir.absolute()),
                 },
             )
+            log_curriculum_inputs(uri, run_id, config)
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
         record = {"run_id": run_id, "tracking_uri": uri, "experiment": config.tracking.experiment}
         (run_dir / "run.json").write_text(json.dumps(record, indent=2))
@@ -338,7 +340,7 @@ def _run_local(
     stop: _StopFlag,
     console: LiveBar,
 ) -> RunOutcome:
-    from curriculum.adapters.tracking import FileTracker, MultiTracker
+    from curriculum.adapters.mlflow_tracker import run_tracker
     from curriculum.trainer.context import local_context
     from curriculum.trainer.loop import run_curriculum
 
@@ -349,12 +351,7 @@ def _run_local(
         say=console.say,
         show_progress=console.show,
     )
-    trackers = [FileTracker(run_dir)]
-    if run_id is not None:
-        from curriculum.adapters.mlflow_tracker import MlflowTracker
-
-        trackers.insert(0, MlflowTracker(uri, run_id))
-    tracker = MultiTracker(*trackers)
+    tracker = run_tracker(run_dir, uri, run_id, config.tracking.system_metrics_every_s)
     try:
         outcome = run_curriculum(config, ctx, tracker, run_dir, run_id)
     except BaseException:

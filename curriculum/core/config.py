@@ -46,7 +46,7 @@ class TrainConfig(BaseModel):
         0,
         ge=0,
         description="Every this many evaluations (0 = never) also measure every earlier stage's held-out set: "
-        "forgetting shows in the heldout/<N>x<N>/ metrics, and shortfall replay reads them.",
+        "forgetting shows in the heldout-<N>x<N>/ metrics, and shortfall replay reads them.",
     )
     eval_segments: Optional[int] = Field(
         None,
@@ -216,6 +216,12 @@ class TrackingConfig(BaseModel):
         gt=0,
         description="Seconds between training-metric points (train/*, perf/steps_per_s, curriculum/stage), "
         "independent of train.eval_every; the first step always logs one.",
+    )
+    system_metrics_every_s: float = Field(
+        10.0,
+        ge=0,
+        description="Seconds between MLflow system metrics (system/*: CPU, memory, disk, network, and GPU "
+        "where nvidia-ml-py is installed) of the training process's node; 0 = none.",
     )
 
 

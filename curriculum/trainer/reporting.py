@@ -14,6 +14,7 @@ import torch
 from curriculum.adapters.tracking import Tracker
 from curriculum.core.config import RunConfig
 from curriculum.core.evaluation import Evaluation
+from curriculum.core.outcome import RunOutcome
 from curriculum.core.scheduler import SchedulerState, curriculum_score
 from curriculum.core.transitions import describe_transition
 from curriculum.trainer.learner import Learner
@@ -48,6 +49,16 @@ def report_metrics(record: Evaluation, config: RunConfig) -> dict[str, Any]:
     }
 
 
+def final_report(last_report: dict[str, Any], outcome: RunOutcome) -> dict[str, Any]:
+    """The run's last report: its outcome, still carrying the last evaluation's progress metrics.
+
+    Whoever watches the reports for a metric (a tuner's ``score``, its scheduler's ``step``) must find
+    it in every one, the last included, or Tune rejects the trial; a run stopped before its first
+    evaluation has made no progress and scores 0.
+    """
+    return {"score": 0.0, **last_report, "final": True, **outcome.to_json()}
+
+
 def log_evaluation(record: Evaluation, config: RunConfig, tracker: Tracker, say: Callable[[str], None]) -> None:
     """Rank 0: the evaluation's metrics to the tracker, a console line, and the transition it decided."""
     size = record.evaluated.size
@@ -55,7 +66,7 @@ def log_evaluation(record: Evaluation, config: RunConfig, tracker: Tracker, say:
     metrics: dict[str, Any] = {name: v for name, v in record.eval_metrics.items() if math.isfinite(v)}
     metrics.update(train)
     for measured, values in record.metrics.items():  # every held-out set, by size: forgetting shows here
-        prefix = f"heldout/{measured.size}x{measured.size}/"
+        prefix = f"heldout-{measured.size}x{measured.size}/"
         metrics.update({prefix + name: v for name, v in values.items() if math.isfinite(v)})
     metrics.update(
         {

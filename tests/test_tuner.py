@@ -229,3 +229,68 @@ def test_interrupted_search_resumes_with_optuna(tmp_path):
     client = MlflowClient(search["tracking_uri"])
     assert client.get_run(search["parent_run_id"]).info.status == "FINISHED"
     assert search["search"] == "optuna"
+
+
+def test_population_based_training_clones_members_with_their_stage_and_shows_each_mutation(tmp_path):
+    # Low gate thresholds on a 3-stage ladder: members promote at different steps within the budget,
+    # so the population's scores differ and a clone has a stage to keep.
+    args = ["--preset", "smoke", "--search", "pbt", "--trials", "4", "--budget-steps", "160"]
+    args += [
+        "--perturbation-steps",
+        "40",
+        "--out",
+        "out",
+        "space.gate_threshold=[0.3, 0.6]",
+        "space.ladders=['8-9-10']",
+    ]
+    result = run_tuner(args, tmp_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = tmp_path / "out"
+    search = json.loads((out / "search.json").read_text())
+    client = MlflowClient(search["tracking_uri"])
+    parent = client.get_run(search["parent_run_id"])
+    assert parent.info.status == "FINISHED" and parent.data.tags["tune.search"] == "pbt"
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
+    assert len(children) == 4 and all(child.info.status == "FINISHED" for child in children)
+    assert len({child.data.params["search.ladder"] for child in children}) == 1, "one ladder for the population"
+    by_trial = {child.data.tags["tune.trial_id"]: child for child in children}
+    clones = 0
+    for trial, child in by_trial.items():
+        schedule = client.get_metric_history(child.info.run_id, "pbt/gate_threshold")
+        assert schedule[0].step == 0, "the values a member starts with are logged at step 0"
+        for key, text in child.data.tags.items():
+            if not key.startswith("pbt.perturbation."):
+                continue
+            clones += 1
+            found = re.match(r"step (\d+): continued from trial (\S+)'s checkpoint with .*gate_threshold=", text)
+            assert found, text
+            step, donor = int(found[1]), found[2]
+            assert donor in by_trial and donor != trial
+            # The values in force after the perturbation are a point of the member's schedule at that step.
+            assert step in [point.step for point in schedule]
+            # The clone goes on in its donor's stage, from the donor's step.
+            donor_decisions = [
+                json.loads(line) for line in (out / "trials" / donor / "decisions" / "rank-0.jsonl").open()
+            ]
+            own = [json.loads(line) for line in (out / "trials" / trial / "decisions" / "rank-0.jsonl").open()]
+            donor_at = next(d for d in donor_decisions if d["step"] == step)
+            after = [d for d in own if d["step"] > step]
+            if after:
+                assert after[0]["stage"] == donor_at["next_stage"]
+            else:  # cloned at the end of the budget, or from a finished member: it ends at once
+                outcome = json.loads((out / "trials" / trial / "outcome.json").read_text())
+                assert outcome["step"] == step and (donor_at["action"] == "finish" or step == 160)
+            steps = [d["step"] for d in own]
+            assert steps == sorted(set(steps)), "each step decided once in the member's decisions"
+    assert clones >= 1, "PBT never cloned a member"
+    assert any(d.path == "search/trial_scores.png" for d in client.list_artifacts(parent.info.run_id, "search"))
+    config = yaml.safe_load((out / "best_config.yaml").read_text())
+    assert config["train"]["max_steps"] == 160
+
+
+def test_pbt_refuses_members_of_several_workers(tmp_path):
+    result = run_tuner(["--preset", "smoke", "--search", "pbt", "scaling.num_workers=2"], tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "scaling.num_workers must be 1" in result.stderr and not (tmp_path / "tune").exists()

@@ -1,11 +1,13 @@
 """``python -m tuners.penalties``: search penalty weights and stage schedules with Ray Tune.
 
-    python -m tuners.penalties [--preset smoke|tiny|gpu] [--trials N] [--search random|optuna]
+    python -m tuners.penalties [--preset smoke|tiny|gpu] [--trials N] [--search random|optuna|pbt]
                                [--budget-steps S] [--resume DIR] [--out DIR] [key.path=value ...]
 
 Which penalty weights and which stage schedule teach the model fastest? Each trial is a full
 curriculum run (a TorchTrainer inside a Tune trial) scored by curriculum progress (stages passed +
-the current gate metric) at every evaluation; ASHA stops hopeless trials early. MLflow gets one
+the current gate metric) at every evaluation; ASHA stops hopeless trials early (``--search pbt``:
+a population whose weights, thresholds and replay share mutate during training, see
+``tuners/pbt.py``). MLflow gets one
 parent run for the search and one child run per trial. ``space.<field>=value`` overrides change
 the search space (see ``tuners/space.py``); other ``key=value`` overrides change the base config.
 """
@@ -40,9 +42,17 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog=PROG, description=__doc__.split("\n\n")[1].strip())
     parser.add_argument("--preset", choices=TUNE_PRESETS, default=None, help="base config (default tiny)")
     parser.add_argument("--trials", type=int, default=8, help="trials to run (default 8)")
-    parser.add_argument("--search", choices=("random", "optuna"), default="random", help="search algorithm")
+    parser.add_argument(
+        "--search",
+        choices=("random", "optuna", "pbt"),
+        default="random",
+        help="random or optuna sampling with ASHA early stopping, or population-based training",
+    )
     parser.add_argument("--budget-steps", type=int, help="training steps per trial (default: the preset's)")
     parser.add_argument("--grace-steps", type=int, help="steps before ASHA may stop a trial (default budget/4)")
+    parser.add_argument(
+        "--perturbation-steps", type=int, help="pbt: steps between perturbations (default 2 x train.eval_every)"
+    )
     parser.add_argument("--resume", type=Path, metavar="DIR", help="continue an interrupted search")
     parser.add_argument("--out", type=Path, help="output directory (default tune/<preset>-<time>)")
     parser.add_argument("--address", help="Ray cluster address (default RAY_ADDRESS or a new local instance)")
@@ -80,6 +90,18 @@ def resolve_search(args) -> dict[str, Any]:
     if budget < base.train.eval_every:
         raise UsageError(f"--budget-steps {budget} is shorter than train.eval_every {base.train.eval_every}")
     grace = args.grace_steps or max(base.train.eval_every, budget // 4)
+    perturbation = args.perturbation_steps or 2 * base.train.eval_every
+    if args.search == "pbt":
+        if base.scaling.num_workers != 1:
+            raise UsageError(
+                f"--search pbt trains each member in its own trial process: scaling.num_workers must be 1, "
+                f"not {base.scaling.num_workers}"
+            )
+        if perturbation < base.train.eval_every or perturbation % base.train.eval_every:
+            raise UsageError(
+                f"--perturbation-steps {perturbation} must be a multiple of train.eval_every "
+                f"{base.train.eval_every} (members are checkpointed at evaluations)"
+            )
     # Every ladder must make a valid run: check them all now rather than in a trial.
     for ladder in space.ladders:
         point = {
@@ -100,6 +122,7 @@ def resolve_search(args) -> dict[str, Any]:
         "space": space.model_dump(mode="json"),
         "budget_steps": budget,
         "grace_steps": grace,
+        "perturbation_steps": perturbation,
         "trials": args.trials,
         "search": args.search,
         "experiment": base.tracking.experiment,
@@ -107,7 +130,7 @@ def resolve_search(args) -> dict[str, Any]:
 
 
 def _searcher(kind: str):
-    if kind == "random":
+    if kind in ("random", "pbt"):
         return None  # Tune's default: random sampling of the distributions
     try:
         from ray.tune.search.optuna import OptunaSearch
@@ -190,17 +213,20 @@ def tune_config(search: dict, concurrent: int):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from tuners.pbt import pbt_scheduler
+
+    if search["search"] == "pbt":
+        scheduler = pbt_scheduler(SearchSpace.model_validate(search["space"]), search["perturbation_steps"])
+    else:
+        scheduler = ASHAScheduler(
+            time_attr="step", max_t=search["budget_steps"], grace_period=search["grace_steps"], reduction_factor=2
+        )
     return tune.TuneConfig(
         metric="score",
         mode="max",
         num_samples=search["trials"],
         search_alg=_searcher(search["search"]),
-        scheduler=ASHAScheduler(
-            time_attr="step",
-            max_t=search["budget_steps"],
-            grace_period=search["grace_steps"],
-            reduction_factor=2,
-        ),
+        scheduler=scheduler,
         max_concurrent_trials=concurrent,
     )
 
@@ -210,6 +236,7 @@ def _search(args, search: dict, space: SearchSpace, out_dir: Path) -> list[dict]
     import ray
     from ray import tune
 
+    from tuners.pbt import pbt_param_space, run_pbt_trial
     from tuners.space import param_space
     from tuners.trials import TrialRunStatus, run_trial
 
@@ -221,16 +248,26 @@ def _search(args, search: dict, space: SearchSpace, out_dir: Path) -> list[dict]
             include_dashboard=False,
         )
     base_scaling = search["base"]["scaling"]
-    # The trial function only drives its TorchTrainer (a sliver of a CPU); its workers hold the real CPUs.
-    per_trial = base_scaling["num_workers"] * base_scaling["cpus_per_worker"] + TRIAL_DRIVER_CPU
+    workers_cpus = base_scaling["num_workers"] * base_scaling["cpus_per_worker"]
+    if search["search"] == "pbt":  # a member trains in its trial process, which holds its CPUs
+        per_trial, trainable = (
+            workers_cpus,
+            tune.with_resources(tune.with_parameters(run_pbt_trial, search=search), {"CPU": workers_cpus}),
+        )
+        space_of_points = pbt_param_space(space)
+    else:  # the trial function only drives its TorchTrainer (a sliver of a CPU); its workers hold the CPUs
+        per_trial, trainable = (
+            workers_cpus + TRIAL_DRIVER_CPU,
+            tune.with_resources(tune.with_parameters(run_trial, search=search), {"CPU": TRIAL_DRIVER_CPU}),
+        )
+        space_of_points = param_space(space)
     concurrent = max(1, int(ray.cluster_resources().get("CPU", 1) // per_trial))
-    trainable = tune.with_resources(tune.with_parameters(run_trial, search=search), {"CPU": TRIAL_DRIVER_CPU})
     if args.resume is not None:
         tuner = tune.Tuner.restore(str(out_dir / "tune"), trainable=trainable, resume_errored=True)
     else:
         tuner = tune.Tuner(
             trainable,
-            param_space=param_space(space),
+            param_space=space_of_points,
             tune_config=tune_config(search, concurrent),
             run_config=tune.RunConfig(
                 name="tune", storage_path=str(out_dir), verbose=0, callbacks=[TrialRunStatus(out_dir)]

@@ -15,22 +15,24 @@ from ray import tune
 from ray.tune import Callback
 
 from curriculum.adapters.tracking import flatten_config
+from curriculum.core.config import RunConfig
 from curriculum.core.outcome import RunStatus
 from tuners.space import SearchSpace, apply_point
 
 
-def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
-    """Tune trainable: ``point`` is the sampled configuration, ``search`` the fixed search settings."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
+def open_trial_run(point: dict[str, Any], search: dict[str, Any]) -> tuple[RunConfig, Path, str]:
+    """The trial's config, run directory and MLflow child run (``mlflow.parentRunId`` = the search's run);
+    created at the trial's first start, found again at a restart (a PBT member after a perturbation)."""
     from curriculum.adapters.mlflow_datasets import log_curriculum_inputs
     from curriculum.adapters.mlflow_tracker import MlflowTracker, create_run
-    from curriculum.adapters.ray_backend import TrainJob, build_trainer
 
     space = SearchSpace.model_validate(search["space"])
     config = apply_point(search["base"], point, space, search["budget_steps"])
     trial_id = tune.get_context().get_trial_id()
     run_dir = Path(search["out_dir"]) / "trials" / trial_id
+    record_path = run_dir / "run.json"
+    if record_path.is_file():
+        return config, run_dir, json.loads(record_path.read_text())["run_id"]
     run_dir.mkdir(parents=True, exist_ok=True)
     run_id = create_run(
         search["tracking_uri"],
@@ -46,6 +48,17 @@ def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
     MlflowTracker(search["tracking_uri"], run_id).log_params(
         {f"search.{k}": v for k, v in flatten_config(point).items()}
     )
+    return config, run_dir, run_id
+
+
+def run_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
+    """Tune trainable: ``point`` is the sampled configuration, ``search`` the fixed search settings."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from curriculum.adapters.ray_backend import TrainJob, build_trainer
+
+    config, run_dir, run_id = open_trial_run(point, search)
+    trial_id = tune.get_context().get_trial_id()
     # No restarts: a failed trial is Tune's to report, not to retry.
     job = TrainJob(config=config, run_dir=run_dir, run_id=run_id, tracking_uri=search["tracking_uri"])
     trainer = build_trainer(

@@ -121,10 +121,29 @@ def test_the_run_page_shows_system_metrics_and_the_stages_as_datasets(local_run)
 
 def test_ray_two_workers_switch_stage_at_the_same_step(ray_address, tmp_path):
     result = run_cli(
-        ["--preset", "smoke", "--address", ray_address, "--run-dir", "run", "scaling.num_workers=2"], tmp_path
+        ["--preset", "smoke", "--address", ray_address, "--run-dir", "run", "scaling.num_workers=2"]
+        + ["model.ema_decay=0.8"],
+        tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = tmp_path / "run"
+    # The weight average follows the weights trained under DDP (it once matched no `module.` name and
+    # stayed at the initial weights): it lies far closer to the trained weights than to the initial ones.
+    import torch
+
+    from curriculum.adapters.checkpoint import latest_checkpoint, load_checkpoint
+    from curriculum.core.config import RunConfig
+    from hrm.model import HRM
+
+    saved = load_checkpoint(latest_checkpoint(run_dir / "checkpoints"))
+    config = RunConfig.model_validate_json(saved["config"])
+    torch.manual_seed(config.train.seed)  # the learner's initial weights
+    initial = HRM(config.model).state_dict()
+    shadow, trained = saved["ema"]["shadow"], saved["model"]
+    assert saved["ema"]["num_updates"] == saved["step"] - saved["skipped_total"]
+    lag = sum((shadow[k] - trained[k]).norm() ** 2 for k in shadow) ** 0.5
+    moved = sum((initial[k] - trained[k]).norm() ** 2 for k in shadow) ** 0.5
+    assert moved > 0 and lag < 0.5 * moved, (float(lag), float(moved))
     client, run = mlflow_run(tmp_path, run_dir)
     assert run.info.status == "FINISHED"
     assert "eval/valid_route" in run.data.metrics

@@ -144,3 +144,27 @@ def test_ema_update_swap_and_checkpoint():
         EMA(nn.Linear(2, 1, bias=False)).load_state_dict(ema.state_dict())
     with pytest.raises(ValueError):
         EMA(model, decay=1.0)
+
+
+def test_ema_follows_a_model_wrapped_for_data_parallelism(tmp_path):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        model = nn.Linear(2, 1)
+        ema = EMA(model, decay=0.5)  # built on the bare model, as the learner does
+        wrapped = DistributedDataParallel(model)
+        assert all(name.startswith("module.") for name, _ in wrapped.named_parameters())
+        with torch.no_grad():
+            model.weight.add_(2.0)
+        expected = ema.shadow["weight"] + 1.0  # half way to the new weights
+        ema.update(wrapped)
+        assert torch.allclose(ema.shadow["weight"], expected)
+        with ema.average_weights(wrapped):
+            assert torch.allclose(model.weight, expected)
+    finally:
+        dist.destroy_process_group()
+    # A model that lacks the averaged parameters is an error, never a silent no-op.
+    with pytest.raises(KeyError, match="lacks"):
+        ema.update(nn.Linear(2, 1, bias=False))

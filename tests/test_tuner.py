@@ -294,3 +294,14 @@ def test_pbt_refuses_members_of_several_workers(tmp_path):
     result = run_tuner(["--preset", "smoke", "--search", "pbt", "scaling.num_workers=2"], tmp_path, timeout=120)
     assert result.returncode == 2
     assert "scaling.num_workers must be 1" in result.stderr and not (tmp_path / "tune").exists()
+
+
+def test_an_address_with_no_ray_cluster_exits_2_before_the_search_exists(tmp_path):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        result = run_tuner(["--preset", "smoke", "--address", f"127.0.0.1:{port}", "--out", "out"], tmp_path, 60)
+    assert result.returncode == 2 and f"no Ray cluster at 127.0.0.1:{port}" in result.stderr, result.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists()

@@ -290,6 +290,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         out_dir = args.out or Path("tune") / f"{search['preset']}-{time.strftime('%Y%m%d-%H%M%S')}"
         if out_dir.exists() and any(out_dir.iterdir()):
             raise UsageError(f"--out {out_dir} already holds files (use --resume {out_dir})")
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    if address:  # ray.init waits without end on an address where no cluster answers
+        from curriculum.adapters.ray_address import UnreachableAddress, check_reachable
+
+        try:
+            check_reachable(address)
+        except UnreachableAddress as exc:
+            raise UsageError(f"--address {exc}") from None
     from curriculum.adapters.mlflow_tracker import MlflowTracker, create_run, reopen_run, resolve_tracking_uri
 
     try:

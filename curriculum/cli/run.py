@@ -319,9 +319,15 @@ def _with_quiet_ray(fn):
 
 def _connect_ray(config: RunConfig, run_dir: Path, address: Optional[str]) -> str:
     """Join Ray and settle the checkpoint storage before the run directory and MLflow run exist."""
+    from curriculum.adapters.ray_address import UnreachableAddress, check_reachable
     from curriculum.adapters.ray_backend import connect
     from curriculum.adapters.storage import StorageError
 
+    if address:
+        try:
+            check_reachable(address)
+        except UnreachableAddress as exc:
+            raise UsageError(f"--address {exc}") from None
     try:
         return _with_quiet_ray(lambda: connect(config, run_dir, address))
     except StorageError as exc:

@@ -137,3 +137,36 @@ def test_every_preset_validates():
 
 def test_default_is_tiny():
     assert build_config().preset == "tiny"
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as sock:  # bound, never listening: connecting to it is refused
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "address,needle",
+    [
+        ("127.0.0.1:{port}", "no Ray cluster at 127.0.0.1:{port} (connection refused"),
+        ("ray://127.0.0.1:{port}", "no Ray cluster at 127.0.0.1:{port}"),
+        ("nosuchhost.invalid:6379", "host 'nosuchhost.invalid' is not known"),
+        ("head-node", "is not host:port"),
+    ],
+)
+def test_an_address_with_no_ray_cluster_is_refused_before_anything_is_created(tmp_path, address, needle):
+    port = _closed_port()
+    address, needle = address.format(port=port), needle.format(port=port)
+    result = subprocess.run(
+        [sys.executable, "-m", "curriculum.run", "--preset", "smoke", "--address", address, "--run-dir", "run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,  # it once waited inside ray.init without end
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"{PROG}: error: --address ") and needle in lines[0], lines
+    assert list(tmp_path.iterdir()) == [], "nothing may be created (no run dir, no mlflow.db)"

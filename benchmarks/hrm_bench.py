@@ -56,6 +56,21 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def seconds_per_step(
+    model: HRM, optimizer: torch.optim.Optimizer, tasks: dict, steps: int, device: torch.device, warmup: int = 3
+) -> float:
+    """Wall time of one full ACT training step on ``tasks``, averaged over ``steps`` after ``warmup``."""
+    carry = model.initial_carry(tasks)
+    for _ in range(warmup):
+        carry, _, _ = train_step(model, carry, tasks, optimizer, PenaltyWeights(), 1e-4)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        carry, _, _ = train_step(model, carry, tasks, optimizer, PenaltyWeights(), 1e-4)
+    sync(device)
+    return (time.perf_counter() - t0) / steps
+
+
 def bench_training(
     preset: str, device: torch.device, batch: int, sizes: list[int], steps: int, cpu_dtype: str = "float32"
 ) -> dict[int, float]:
@@ -74,15 +89,7 @@ def bench_training(
     times = {}
     for n in sizes:
         tasks = task_tensors(generate_tasks(TaskSpec(size=n), batch, seed=n), device)
-        carry = model.initial_carry(tasks)
-        for _ in range(3):  # warm-up
-            carry, _, _ = train_step(model, carry, tasks, optimizer, PenaltyWeights(), 1e-4)
-        sync(device)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            carry, _, _ = train_step(model, carry, tasks, optimizer, PenaltyWeights(), 1e-4)
-        sync(device)
-        dt = (time.perf_counter() - t0) / steps
+        dt = seconds_per_step(model, optimizer, tasks, steps, device)
         times[n] = dt
         tflops = step_flops(model, batch, n * n) / dt / 1e12
         share = f"{100 * tflops / peak:>10.1f}%" if peak else f"{'n/a':>11}"

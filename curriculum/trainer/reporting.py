@@ -3,8 +3,10 @@ the tracked metrics and tags, the console line and the route pictures; the run's
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,10 +98,23 @@ def log_evaluation(record: Evaluation, config: RunConfig, tracker: Tracker, say:
         say(">>> " + described)
 
 
+@functools.cache
+def pictures_available() -> bool:
+    """Whether matplotlib can be imported; a bare GPU machine may lack it, and pictures are not worth a run."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("matplotlib is not installed: this run draws no pictures", file=sys.stderr, flush=True)
+        return False
+    return True
+
+
 def log_routes(
     record: Evaluation, learner: Learner, batch: dict[str, torch.Tensor], tracker: Tracker, run_dir: Path, shown: int
 ) -> None:
     """Rank 0: a picture of the model's routes on the first ``shown`` tasks of the evaluated set."""
+    if not pictures_available():
+        return
     from curriculum.adapters.pictures import render_routes
 
     part = {k: v[:shown] for k, v in batch.items()}
@@ -122,6 +137,8 @@ def log_routes(
 
 def log_timeline(config: RunConfig, tracker: Tracker, run_dir: Path, scheduler: SchedulerState, step: int) -> None:
     """Rank 0, at the end: the stages over the run's steps."""
+    if not pictures_available():
+        return
     from curriculum.adapters.pictures import render_timeline
 
     path = render_timeline(

@@ -67,14 +67,6 @@ def perturbation_tag(step: int, donor: str, point: dict[str, Any], space: Search
     return f"step {step}: continued from trial {donor}'s checkpoint with {values}"
 
 
-def keep_decisions_until(run_dir: Path, step: int) -> None:
-    """Drop the decisions after ``step`` from the member's decisions file: they are trained again."""
-    path = run_dir / "decisions" / "rank-0.jsonl"
-    if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
-
-
 def run_pbt_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
     """Tune trainable of a PBT member: the curriculum loop in this process, reporting to Tune with a
     checkpoint at every evaluation, restarting from the checkpoint Tune hands back after a perturbation."""
@@ -98,9 +90,9 @@ def run_pbt_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
         handed.to_directory(str(staging))
         restore = latest_checkpoint(staging)
         lineage = json.loads((staging / LINEAGE_FILE).read_text())
-        # The trial's own later checkpoints and decisions no longer describe the weights it goes on with.
+        # The trial's own later checkpoints no longer describe the weights it goes on with (its later
+        # decisions the loop drops when it restores).
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-        keep_decisions_until(run_dir, lineage["step"])
         tracker = MlflowTracker(search["tracking_uri"], run_id)
         tracker.log_metrics(schedule_values(point, space), lineage["step"])
         if lineage["trial_id"] != trial_id:

@@ -101,6 +101,12 @@ def list_checkpoints(directory: Path) -> list[Path]:
     return sorted(p for p in directory.iterdir() if CHECKPOINT_PATTERN.match(p.name))
 
 
+def newest(*paths: Optional[Path]) -> Optional[Path]:
+    """The checkpoint of the highest step among ``paths`` (None ignored); names carry the step."""
+    found = [Path(p) for p in paths if p is not None]
+    return max(found, key=lambda p: p.name) if found else None
+
+
 def latest_checkpoint(directory: Path) -> Optional[Path]:
     found = list_checkpoints(directory)
     return found[-1] if found else None

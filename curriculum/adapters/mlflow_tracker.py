@@ -210,6 +210,21 @@ class MlflowTracker:
         self._degraded_since: Optional[float] = None
         self._last_try = 0.0
         self._system_metrics = None
+        self._logged_through: dict[str, int] = {}  # per key: the last step the run held when it resumed
+
+    def skip_logged_steps(self) -> None:
+        """Log no point at a step the run already holds for that key.
+
+        A restart (a worker, or the driver with ``--resume``) goes on from the last checkpoint, so it
+        trains again the steps between that checkpoint and the crash, which the run logged once
+        already; MLflow keeps every point it is sent, and its charts would hold those steps twice.
+        """
+        try:
+            run = self.client.get_run(self.run_id)
+        except Exception as exc:  # noqa: BLE001 - unreachable now: the queue copes, at worst a step twice
+            _warn(f"could not read run {self.run_id}'s last steps: {_first_line(exc)}")
+            return
+        self._logged_through = {m.key: m.step for m in run.data._metric_objs}
 
     def start_system_metrics(self, every_s: float, node: Optional[str] = None) -> None:
         """Log MLflow's system metrics (``system/*``) every ``every_s`` seconds from a thread until ``finish``.
@@ -250,7 +265,11 @@ class MlflowTracker:
         from mlflow.entities import Metric
 
         millis = int((time.time() if timestamp is None else timestamp) * 1000)
-        items = [Metric(str(k), float(v), millis, int(step)) for k, v in metrics.items()]
+        items = [
+            Metric(str(k), float(v), millis, int(step))
+            for k, v in metrics.items()
+            if int(step) > self._logged_through.get(str(k), -1)
+        ]
         for i in range(0, len(items), METRICS_PER_BATCH):
             chunk = items[i : i + METRICS_PER_BATCH]
             self._queue.append(("metrics", chunk, len(chunk)))
@@ -402,6 +421,7 @@ def run_tracker(run_dir: Path, uri: Optional[str], run_id: Optional[str], system
     trackers = [FileTracker(run_dir)]
     if run_id is not None and uri is not None:
         mlflow_tracker = MlflowTracker(uri, run_id)
+        mlflow_tracker.skip_logged_steps()
         mlflow_tracker.start_system_metrics(system_metrics_every_s)
         trackers.insert(0, mlflow_tracker)
     return MultiTracker(*trackers)

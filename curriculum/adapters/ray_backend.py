@@ -47,13 +47,15 @@ class TrainJob:
     run_dir: Path
     run_id: Optional[str] = None  # the MLflow run rank 0 logs to (None: the run's file log only)
     tracking_uri: Optional[str] = None
-    resume_from: Optional[Path] = None  # a checkpoint file to start from (a restart after a failure overrides it)
+    resume_from: Optional[Path] = None  # a checkpoint file to start from (a restart takes the newer of it and Ray's)
     console: Optional[Any] = None  # a ray.util.queue.Queue for rank 0's console lines
     stop_flag: Optional[Any] = None  # a handle of the driver's ``_Flag`` actor
 
     def __post_init__(self) -> None:
         # Ray Train's controller and workers run in other directories.
         object.__setattr__(self, "run_dir", Path(self.run_dir).absolute())
+        if self.resume_from is not None:
+            object.__setattr__(self, "resume_from", Path(self.resume_from).absolute())
 
     def to_loop_config(self) -> dict[str, Any]:
         """The ``train_loop_config`` mapping Ray Train hands each worker (the config travels as JSON)."""
@@ -89,7 +91,7 @@ def _worker(loop_config: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    from curriculum.adapters.checkpoint import latest_checkpoint
+    from curriculum.adapters.checkpoint import latest_checkpoint, newest
     from curriculum.adapters.tracking import NullTracker
 
     job = TrainJob.from_loop_config(loop_config)
@@ -106,13 +108,16 @@ def _worker(loop_config: dict) -> None:
     restore = job.resume_from
     restart = ray.train.get_checkpoint()
     staging = None
-    if restart is not None:  # a restart after a failure: Ray hands back the last reported checkpoint
+    if restart is not None:  # a restart: Ray hands back the last checkpoint it registered
         staging = Path(tempfile.mkdtemp(prefix="restore-"))
         restart.to_directory(str(staging))
-        restore = latest_checkpoint(staging)
-        if restore is None:
+        handed = latest_checkpoint(staging)
+        if handed is None:
             shutil.rmtree(staging, ignore_errors=True)
             raise RuntimeError("the checkpoint Ray Train handed back for the restart holds no checkpoint file")
+        # Ray registers reports a little after they are made, so on a driver's --resume (same storage)
+        # it may hand back an older checkpoint than the newest the run wrote: take the newer one.
+        restore = newest(job.resume_from, handed)
 
     def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
         if world > 1:

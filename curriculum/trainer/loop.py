@@ -32,7 +32,14 @@ from curriculum.trainer.context import WorkerContext
 from curriculum.trainer.evaluation import HeldOut, evaluate
 from curriculum.trainer.learner import Learner, use_worker_cpus
 from curriculum.trainer.live import LiveReport
-from curriculum.trainer.reporting import log_evaluation, log_routes, log_timeline, record_decision, report_metrics
+from curriculum.trainer.reporting import (
+    drop_decisions_after,
+    log_evaluation,
+    log_routes,
+    log_timeline,
+    record_decision,
+    report_metrics,
+)
 from curriculum.trainer.step import NonFiniteLossError, train_step
 from routing.batch import task_tensors
 
@@ -45,7 +52,7 @@ def run_curriculum(
     use_worker_cpus(config)
     learner = Learner(config, ctx.device)
     checkpoints = Checkpoints(config, ctx, run_dir, run_id)
-    state = _start(config, ctx, tracker, learner, checkpoints)
+    state = _start(config, ctx, tracker, learner, checkpoints, run_dir)
     learner.wrap(ctx.wrap_model)
     watch = Stopwatch(state.elapsed, state.step)
     live = LiveReport(config, ctx, tracker, watch)
@@ -93,7 +100,12 @@ def run_curriculum(
 
 
 def _start(
-    config: RunConfig, ctx: WorkerContext, tracker: Tracker, learner: Learner, checkpoints: Checkpoints
+    config: RunConfig,
+    ctx: WorkerContext,
+    tracker: Tracker,
+    learner: Learner,
+    checkpoints: Checkpoints,
+    run_dir: Path,
 ) -> TrainState:
     """A fresh state (and the run's parameters logged), or the state of the checkpoint to restore."""
     if ctx.restore_from is None:
@@ -101,6 +113,7 @@ def _start(
             tracker.log_params(flatten_config(config.model_dump(mode="json")))
         return TrainState()
     state = checkpoints.restore(ctx.restore_from, learner)
+    drop_decisions_after(run_dir, ctx.rank, state.step)
     if ctx.is_main:
         ctx.say(f"resumed from {ctx.restore_from} at step {state.step}, stage {state.scheduler.stage}")
     return state

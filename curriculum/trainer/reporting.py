@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from curriculum.adapters.atomic_file import atomic_write
 from curriculum.adapters.tracking import Tracker
 from curriculum.core.config import RunConfig
 from curriculum.core.evaluation import Evaluation
@@ -35,6 +36,16 @@ def record_decision(run_dir: Path, rank: int, record: Evaluation) -> None:
     }
     with path.open("a") as handle:
         handle.write(json.dumps(line) + "\n")
+
+
+def drop_decisions_after(run_dir: Path, rank: int, step: int) -> None:
+    """Forget this rank's decisions after ``step``: a run restored from the checkpoint of ``step`` takes
+    them again, and each step is decided once in the file."""
+    path = run_dir / "decisions" / f"rank-{rank}.jsonl"
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        text = "".join(line + "\n" for line in kept).encode()
+        atomic_write(path, lambda handle: handle.write(text))
 
 
 def report_metrics(record: Evaluation, config: RunConfig) -> dict[str, Any]:

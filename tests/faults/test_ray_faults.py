@@ -27,6 +27,18 @@ def stage_history(client, run) -> list[tuple[int, float]]:
     return sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "curriculum/stage"))
 
 
+def assert_each_step_once(client, run, run_dir) -> None:
+    """After restarts every MLflow history and every decisions file holds each step once: the steps
+    trained again from the last checkpoint are not logged twice."""
+    for key in run.data.metrics:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        if not key.startswith("system/"):  # MLflow's own sampler counts its own steps
+            assert len(steps) == len(set(steps)), f"{key}: steps logged twice {sorted(steps)}"
+    for path in (run_dir / "decisions").glob("rank-*.jsonl"):
+        steps = [json.loads(line)["step"] for line in path.read_text().splitlines()]
+        assert steps == sorted(set(steps)), f"{path.name}: {steps}"
+
+
 def registered_steps(run_dir) -> list[int]:
     """Steps of the checkpoints Ray Train has registered: it polls the workers' reports every 2 s, so the
     newest checkpoint file may not be one Ray can restart from yet."""
@@ -67,6 +79,7 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint_in_the_same_run(
     assert len(client.search_runs([run.info.experiment_id])) == 1, "one MLflow run, restarts included"
     history = stage_history(client, run)
     assert history[-1][0] == 80 and all(value == 1 for s, value in history if s > 20)
+    assert_each_step_once(client, run, run_dir)
 
 
 def test_a_killed_driver_is_resumed_into_the_same_run(ray_head, runs, tmp_path):
@@ -95,6 +108,9 @@ def test_a_killed_driver_is_resumed_into_the_same_run(ray_head, runs, tmp_path):
     assert after and min(after) == 1, "resuming never goes back a stage"
     assert runs.outcome(run_dir)["step"] == 100
     assert not list((run_dir / "checkpoints").glob(".*")), "no temporary file is left behind"
+    # The resume took the newest checkpoint the run wrote, not an older one Ray had registered.
+    assert re.search(rf"resumed from \S+ at step {killed_at},", result.stdout), result.stdout[-2000:]
+    assert_each_step_once(client, again, run_dir)
 
 
 def test_sigterm_stops_both_ranks_at_one_step_killed_with_a_checkpoint(ray_head, runs, tmp_path):

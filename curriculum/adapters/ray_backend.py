@@ -238,14 +238,20 @@ def connect(config: RunConfig, run_dir: Path, address: Optional[str]) -> str:
     import ray
 
     if not ray.is_initialized():
-        # No address: a new local instance (ray.init would otherwise join a cluster started on this machine).
-        ray.init(
-            address=address or "local",
-            logging_level="WARNING",
-            log_to_driver=False,
-            configure_logging=True,
-            include_dashboard=False,
-        )
+        from contextlib import nullcontext
+
+        from curriculum.adapters.process_group import children_in_their_own_group
+
+        # No address: a new local instance (ray.init would otherwise join a cluster started on this machine),
+        # whose processes must outlive a SIGTERM sent to the driver's whole process group.
+        with children_in_their_own_group() if address in (None, "local") else nullcontext():
+            ray.init(
+                address=address or "local",
+                logging_level="WARNING",
+                log_to_driver=False,
+                configure_logging=True,
+                include_dashboard=False,
+            )
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     num_workers = config.scaling.num_workers
     # Alive nodes that cannot hold every worker mean the autoscaler has to start more (other hosts).

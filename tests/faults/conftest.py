@@ -58,12 +58,15 @@ class Runs:
         )
 
     @staticmethod
-    def start(args: list[str], cwd: Path, test_cluster: bool = False, log: str = "driver.log") -> subprocess.Popen:
-        """The driver in a process group of its own (as in a terminal: a signal to the group reaches it alone).
+    def start(
+        args: list[str], cwd: Path, test_cluster: bool = False, log: str = "driver.log", wrapper: tuple = ()
+    ) -> subprocess.Popen:
+        """The driver in a process group of its own (as in a terminal: a signal to the group reaches it alone),
+        or ``wrapper`` (e.g. ``timeout``) leading that group with the driver inside it.
         Output goes to a file, so a long run never blocks on a full pipe."""
         with (cwd / log).open("w") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "curriculum.run", *args],
+                [*wrapper, sys.executable, "-m", "curriculum.run", *args],
                 cwd=cwd,
                 env=Runs.env(test_cluster),
                 stdout=out,
@@ -76,9 +79,11 @@ class Runs:
 
     @staticmethod
     @contextlib.contextmanager
-    def driver(args: list[str], cwd: Path, test_cluster: bool = False) -> Iterator[subprocess.Popen]:
+    def driver(
+        args: list[str], cwd: Path, test_cluster: bool = False, wrapper: tuple = ()
+    ) -> Iterator[subprocess.Popen]:
         """``start``, and whatever happens in the block, no driver is left running after it."""
-        proc = Runs.start(args, cwd, test_cluster)
+        proc = Runs.start(args, cwd, test_cluster, wrapper=wrapper)
         try:
             yield proc
         finally:

@@ -1,4 +1,5 @@
-"""Ctrl-C on an in-process run; a second driver for a run whose driver is alive is refused."""
+"""Ctrl-C on an in-process run; a second driver for a run whose driver is alive is refused; SIGTERM to the
+whole process group of a run on its own local Ray, as ``timeout`` and batch schedulers send it."""
 
 from __future__ import annotations
 
@@ -26,5 +27,26 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_ends_killed_and_a_live_run_is_
     again = runs.run(["--resume", "run", "--backend", "local", f"train.max_steps={stop + 20}"], tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"at step {stop}" in again.stdout and "marked KILLED" not in again.stdout, "KILLED already, not orphaned"
+    _, run = runs.mlflow_run(run_dir)
+    assert run.info.status == "FINISHED" and runs.outcome(run_dir)["step"] == stop + 20
+
+
+def test_sigterm_to_the_whole_group_under_timeout_checkpoints_on_local_ray_and_resumes(runs, tmp_path):
+    run_dir = tmp_path / "run"
+    # GNU timeout leads the group and passes SIGTERM on to the driver, and to the group: the driver gets
+    # it twice, and the local Ray instance's processes would get it too, unless spared.
+    wrapper = ("timeout", "--preserve-status", "900")
+    with runs.driver(["--preset", "smoke", "--run-dir", "run", *runs.ENDLESS], tmp_path, wrapper=wrapper) as proc:
+        runs.wait_for_checkpoint(run_dir, proc, at_least=20)
+        outcome = runs.stop_cleanly(proc, run_dir, signal.SIGTERM)  # killpg: timeout, the driver, Ray
+    output = runs.output(proc)
+    assert output.count("SIGTERM: finishing the current step") == 1 and "aborted" not in output, output[-3000:]
+    assert f"stopped at step {outcome['step']}" in output
+    assert not list(run_dir.rglob(".report-*.tmp")), "no half-reported checkpoint is left"
+
+    stop = outcome["step"]
+    again = runs.run(["--resume", "run", f"train.max_steps={stop + 20}"], tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"at step {stop}" in again.stdout
     _, run = runs.mlflow_run(run_dir)
     assert run.info.status == "FINISHED" and runs.outcome(run_dir)["step"] == stop + 20

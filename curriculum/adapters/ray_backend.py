@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
-from curriculum.adapters.checkpoint import KEEP
+from curriculum.adapters.checkpoint import KEEP, CheckpointError
 from curriculum.adapters.storage import StorageError, check_storage, storage_scheme, workers_fit
 from curriculum.core.config import RunConfig
 from curriculum.core.outcome import RunOutcome
@@ -174,6 +174,15 @@ def _worker(loop_config: dict) -> None:
         outcome = run_curriculum(config, ctx, tracker, run_dir, job.run_id)
         # Delivers metrics queued during a tracking-server outage and closes the file log.
         tracker.finish(outcome.status)
+    except CheckpointError as exc:
+        if queue is None:  # no driver to tell (a tuner trial, which is never restarted)
+            raise
+        # A full disk (or a file-size limit) stays full after a restart: end the run now, with the one
+        # line the local backend prints, rather than let Ray restart the workers into the same error.
+        tracker.finish("FAILED")
+        queue.put(WorkerFailure(str(exc)))
+        report({"score": 0.0, **last_report, "final": True}, None)
+        return
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)
@@ -181,6 +190,14 @@ def _worker(loop_config: dict) -> None:
     # reads the metrics of the newest checkpoint, so rank 0 attaches its last checkpoint again.
     last = latest_checkpoint(run_dir / "checkpoints") if rank == 0 else None
     report(final_report(dict(last_report), outcome), last)
+
+
+@dataclass(frozen=True)
+class WorkerFailure:
+    """Rank 0's word to the driver that the run failed in a way no restart mends (a checkpoint that
+    cannot be written); the driver raises it as a ``CheckpointError`` once Ray Train has ended."""
+
+    message: str
 
 
 class _Flag:
@@ -335,6 +352,8 @@ def run_with_ray(
     trainer = build_trainer(job, name=run_dir.name, storage_path=storage, max_failures=config.scaling.max_failures)
     done = threading.Event()
 
+    failures: list[WorkerFailure] = []
+
     def pump() -> None:
         forwarded = False
         while not done.is_set():
@@ -346,7 +365,10 @@ def run_with_ray(
             except Exception:  # queue.Empty or the queue actor going away at shutdown
                 idle()
                 continue
-            show_progress(item) if isinstance(item, Progress) else say(item)
+            if isinstance(item, WorkerFailure):
+                failures.append(item)
+            else:
+                show_progress(item) if isinstance(item, Progress) else say(item)
 
     fitted: dict = {}
 
@@ -370,10 +392,14 @@ def run_with_ray(
                 item = console.get(timeout=0.2)
             except Exception:
                 break
-            if not isinstance(item, Progress):
+            if isinstance(item, WorkerFailure):
+                failures.append(item)
+            elif not isinstance(item, Progress):
                 say(item)
         done.set()
         printer.join(timeout=2)
+    if failures:
+        raise CheckpointError(failures[0].message)
     if "error" in fitted:
         raise fitted["error"]
     result = fitted["result"]

@@ -9,7 +9,7 @@ import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -132,7 +132,8 @@ def log_routes(
     pred = predict_tokens(learner.model, part, learner.ema, learner.config.train.eval_segments).cpu().numpy()
     arrays = {k: v.cpu().numpy() for k, v in part.items()}
     n = record.evaluated.size
-    path = render_routes(
+    path = _picture(
+        render_routes,
         arrays["inputs"],
         arrays["labels"],
         pred,
@@ -143,7 +144,8 @@ def log_routes(
         run_dir / "pictures" / f"routes-step{record.step:07d}.png",
         title=f"step {record.step}, stage {record.stage} ({n}x{n}): held-out routes",
     )
-    tracker.log_artifact(path, "routes")
+    if path is not None:
+        tracker.log_artifact(path, "routes")
 
 
 def log_timeline(config: RunConfig, tracker: Tracker, run_dir: Path, scheduler: SchedulerState, step: int) -> None:
@@ -152,10 +154,22 @@ def log_timeline(config: RunConfig, tracker: Tracker, run_dir: Path, scheduler: 
         return
     from curriculum.adapters.pictures import render_timeline
 
-    path = render_timeline(
+    path = _picture(
+        render_timeline,
         [t.model_dump(mode="json") for t in scheduler.transitions],
         [s.size for s in config.curriculum.stages],
         step,
         run_dir / "pictures" / "timeline.png",
     )
-    tracker.log_artifact(path, "timeline")
+    if path is not None:
+        tracker.log_artifact(path, "timeline")
+
+
+def _picture(render, *args, **kwargs) -> Optional[Path]:
+    """A picture's path, or None with a warning when it cannot be written (a full disk): a picture is
+    never worth the run; the checkpoint that follows reports a full disk as what it is."""
+    try:
+        return render(*args, **kwargs)
+    except OSError as exc:
+        print(f"warning: picture not written: {exc.strerror or exc}", file=sys.stderr, flush=True)
+        return None

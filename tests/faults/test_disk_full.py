@@ -114,3 +114,42 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_stops_with_one_line(mount
     assert left == ([good.name, "filler"] if mounted else [good.name]), "no partial file is left behind"
     _, run = runs.mlflow_run(run_dir)
     assert run.info.status == "FAILED"
+
+
+def test_a_full_disk_on_ray_fails_once_with_the_same_line_and_no_restarts(mount_tmpfs, runs, tmp_path):
+    probe = tmp_path / "probe"
+    probe.mkdir()
+    mounted = mount_tmpfs(probe, "64k")
+    run_dir = tmp_path / "run"
+    wide = [] if mounted else ["model.hidden_size=192", "model.num_heads=4"]
+    args = ["--preset", "smoke", "--backend", "local", "--run-dir", "run", "train.max_steps=20", *wide]
+    first = runs.run([*args, "tracking.images_per_eval=0"], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    good = run_dir / "checkpoints" / "checkpoint-000000020.pt"
+    before = good.read_bytes()
+    if mounted:
+        shutil.copy2(good, tmp_path / good.name)
+        assert mount_tmpfs(run_dir / "checkpoints", "2m")
+        shutil.copy2(tmp_path / good.name, good)
+        fill(run_dir / "checkpoints")
+
+    resumed = subprocess.run(  # on the driver's own local Ray this time, with Ray's default restarts (2)
+        [sys.executable, "-m", "curriculum.run", "--resume", "run", "train.max_steps=40"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=runs.env(),
+        timeout=300,
+        preexec_fn=None if mounted else limit_file_size,
+    )
+    assert resumed.returncode == 1, resumed.stderr[-3000:]
+    error = resumed.stderr.strip().splitlines()[-1]
+    why = "No space left on device" if mounted else "File too large"
+    assert error.startswith("python -m curriculum.run: error: CheckpointError: cannot write checkpoint "), error
+    assert f"checkpoint-000000040.pt: {why}; the previous checkpoint " in error and "000000020.pt is kept" in error
+    assert resumed.stdout.count("resumed from") == 1, "no restart into the same full disk"
+    assert good.read_bytes() == before
+    client, run = runs.mlflow_run(run_dir)
+    assert run.info.status == "FAILED"
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "eval/valid_route")]
+    assert len(steps) == len(set(steps)), steps

@@ -124,7 +124,10 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except Exception as exc:  # torch raises many types for corrupt or unsafe files
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if first_line.startswith("Weights only load failed"):  # torch's advice (weights_only=False) is unsafe
-            first_line = "it holds objects other than tensors and plain data, which are never unpickled"
+            first_line = (
+                "not a checkpoint of this project: it holds objects other than tensors and plain data, "
+                "which are never unpickled"
+            )
         raise CheckpointError(f"cannot load checkpoint {path}: {first_line}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a checkpoint of this project (format {FORMAT})")

@@ -38,3 +38,18 @@ def hold_run_lock(run_dir: Path) -> IO[str]:
     handle.write(f"{os.getpid()}\n")
     handle.flush()
     return handle
+
+
+def live_driver(run_dir: Path) -> str | None:
+    """The pid a live driver of ``run_dir`` wrote in its lock, or None when no driver holds the lock.
+    Only looks: creates nothing, takes nothing."""
+    path = Path(run_dir) / LOCK_NAME
+    if not path.is_file():
+        return None
+    with open(path) as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return handle.read().strip() or "unknown"
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+    return None

@@ -198,6 +198,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the results to the run's MLflow run")
     args = parser.parse_args(argv)
     sizes = _parse_sizes(args.sizes)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():  # else loading onto it fails as "cannot load checkpoint"
+            raise UsageError("--device cuda: no CUDA device is available here (use --device cpu)")
     segment_counts = _parse_segments(args.segments)
     if args.count <= 0:
         raise UsageError(f"--count must be positive, got {args.count}")

@@ -24,7 +24,7 @@ from typing import Optional
 
 from curriculum.adapters.checkpoint import CheckpointError, check_model_fits, latest_checkpoint, load_checkpoint
 from curriculum.adapters.console import LiveBar
-from curriculum.adapters.run_lock import RunLockedError, hold_run_lock
+from curriculum.adapters.run_lock import RunLockedError, hold_run_lock, live_driver
 from curriculum.core.config import RunConfig
 from curriculum.core.naming import run_name as default_run_name
 from curriculum.core.outcome import RunOutcome, RunStatus
@@ -102,6 +102,9 @@ def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
         config.tracking.run_name = args.name
     run_dir = args.run_dir or Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if run_dir.exists() and any(run_dir.iterdir()):
+        holder = live_driver(run_dir) if run_dir.is_dir() else None
+        if holder is not None:  # --resume would be refused too: the run is not stopped
+            raise UsageError(f"--run-dir {run_dir} is being trained by a live driver (pid {holder}); choose another")
         raise UsageError(f"--run-dir {run_dir} already holds files (use --resume {run_dir} to continue it)")
     check_creatable(run_dir, "--run-dir")
     return config, run_dir, None

@@ -40,7 +40,12 @@ class TrainConfig(BaseModel):
         "the run then evaluates, checkpoints and ends as 'budget' (None = no limit).",
     )
     eval_every: int = Field(ge=1, description="Steps between evaluations (and checkpoints).")
-    eval_size: int = Field(ge=1, le=100_000, description="Held-out tasks per stage, fixed for the run.")
+    eval_size: int = Field(
+        ge=16,
+        le=100_000,
+        description="Held-out tasks per stage, fixed for the run; at least 16, so that no handful of tasks "
+        "decides a promotion.",
+    )
     eval_batch_size: int = Field(256, ge=1, description="Held-out tasks per forward pass during evaluation.")
     eval_earlier_every: int = Field(
         0,

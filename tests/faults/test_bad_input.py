@@ -170,3 +170,28 @@ def test_an_address_with_no_ray_cluster_is_refused_before_anything_is_created(tm
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"{PROG}: error: --address ") and needle in lines[0], lines
     assert list(tmp_path.iterdir()) == [], "nothing may be created (no run dir, no mlflow.db)"
+
+
+def test_one_held_out_task_cannot_decide_a_promotion(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, line = cli(["--preset", "smoke", "--backend", "local", "train.eval_size=1"], capsys)
+    assert code == 2 and "train.eval_size" in line and "16" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_evaluate_on_cuda_without_a_gpu_says_so(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    result = subprocess.run(
+        [sys.executable, "-m", "curriculum.evaluate", str(tmp_path / "run"), "--device", "cuda"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "python -m curriculum.evaluate: error: --device cuda: no CUDA device is available here (use --device cpu)"
+    )

@@ -136,7 +136,7 @@ def _other_model(path):
     "damage,reason",
     [
         (_truncate, "cannot load checkpoint"),
-        (_malicious, "objects other than tensors and plain data"),
+        (_malicious, "not a checkpoint of this project: it holds objects other than tensors and plain data"),
         (_other_model, "does not fit this run: Error(s) in loading state_dict"),
     ],
 )

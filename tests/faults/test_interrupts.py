@@ -18,6 +18,10 @@ def test_ctrl_c_finishes_the_step_checkpoints_and_ends_killed_and_a_live_run_is_
         second = runs.run(["--resume", "run", "--backend", "local"], tmp_path, timeout=120)
         assert second.returncode == 2, second.stderr[-2000:]
         assert "live driver" in runs.one_line(second.stderr)
+        # Nor is a new run in the same directory told to --resume it: the run is not stopped.
+        fresh = runs.run(["--preset", "smoke", "--backend", "local", "--run-dir", "run"], tmp_path, timeout=120)
+        assert fresh.returncode == 2 and "--resume" not in fresh.stderr, fresh.stderr[-2000:]
+        assert "is being trained by a live driver (pid" in runs.one_line(fresh.stderr)
         assert runs.mlflow_run(run_dir)[1].info.status == "RUNNING"
         outcome = runs.stop_cleanly(proc, run_dir, signal.SIGINT)
     assert f"stopped at step {outcome['step']}" in runs.output(proc)

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 
 from curriculum.adapters.tracking import flatten_config
 from curriculum.core.overrides import apply_override, build_config, parse_override
+from curriculum.core.uris import redact_uri, usable_uri
 from oracle.cli_errors import OneLineParser, UsageError, describe_validation_error, run_cli
 from tuners.space import SearchSpace, apply_point, default_space
 
@@ -301,7 +302,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     from curriculum.adapters.mlflow_tracker import MlflowTracker, create_run, reopen_run, resolve_tracking_uri
 
     try:
-        uri = search.get("tracking_uri") or resolve_tracking_uri(search["base"]["tracking"]["mlflow_uri"])
+        if search.get("tracking_uri"):  # a resumed search: search.json holds the URI without credentials
+            uri = usable_uri(search["tracking_uri"], os.environ)
+            search["tracking_uri"] = uri  # in memory only, for the trials
+        else:
+            uri = resolve_tracking_uri(search["base"]["tracking"]["mlflow_uri"])
     except ValueError as exc:
         raise UsageError(f"tracking.mlflow_uri: {exc}") from None
 
@@ -325,7 +330,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             },
         )
         search.update({"tracking_uri": uri, "parent_run_id": parent, "out_dir": str(out_dir)})
-        (out_dir / "search.json").write_text(json.dumps(search, indent=2))
+        (out_dir / "search.json").write_text(json.dumps({**search, "tracking_uri": redact_uri(uri)}, indent=2))
         MlflowTracker(uri, parent).log_params(
             {
                 "tune.budget_steps": search["budget_steps"],
@@ -335,7 +340,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         )
         print(
             f"search {parent}: {search['trials']} trials of {search['preset']}, {search['budget_steps']} steps "
-            f"each, in {out_dir}; MLflow {uri}"
+            f"each, in {out_dir}; MLflow {redact_uri(uri)}"
         )
     else:
         reopen_run(uri, search["parent_run_id"])

@@ -8,6 +8,7 @@ run directory; the curriculum loop runs unchanged in the trainer's workers, and
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from ray.tune import Callback
 from curriculum.adapters.tracking import flatten_config
 from curriculum.core.config import RunConfig
 from curriculum.core.outcome import RunStatus
+from curriculum.core.uris import redact_uri, usable_uri
 from tuners.space import SearchSpace, apply_point
 
 
@@ -43,7 +45,7 @@ def open_trial_run(point: dict[str, Any], search: dict[str, Any]) -> tuple[RunCo
     log_curriculum_inputs(search["tracking_uri"], run_id, config)
     (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
     (run_dir / "run.json").write_text(
-        json.dumps({"run_id": run_id, "tracking_uri": search["tracking_uri"], "point": point}, indent=2)
+        json.dumps({"run_id": run_id, "tracking_uri": redact_uri(search["tracking_uri"]), "point": point}, indent=2)
     )
     MlflowTracker(search["tracking_uri"], run_id).log_params(
         {f"search.{k}": v for k, v in flatten_config(point).items()}
@@ -140,10 +142,11 @@ class TrialRunStatus(Callback):
         if not record_path.is_file():
             return
         record = json.loads(record_path.read_text())
-        run = find_run(record["tracking_uri"], record["run_id"])
+        uri = usable_uri(record["tracking_uri"], os.environ)
+        run = find_run(uri, record["run_id"])
         if run is None:
             return
-        client = make_client(record["tracking_uri"])
+        client = make_client(uri)
         if stopped_early:
             client.set_tag(record["run_id"], "tune.early_stopped", "true")
             client.set_tag(

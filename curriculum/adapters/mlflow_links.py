@@ -10,13 +10,20 @@ from __future__ import annotations
 from typing import Optional
 from urllib.parse import urlparse
 
+from curriculum.core.uris import HIDDEN, redact_uri
+
 # Where ``mlflow ui`` / ``mlflow server`` listen unless told otherwise.
 DEFAULT_UI = "http://127.0.0.1:5000"
 
 
 def ui_base(uri: str) -> str:
     """The UI's address: the tracking server itself, or the default ``mlflow ui`` address for a SQLite store."""
-    return uri.rstrip("/") if urlparse(uri).scheme in ("http", "https") else DEFAULT_UI
+    # A link is printed and shared: never with the URI's credentials.
+    return (
+        redact_uri(uri).replace(f"{HIDDEN}@", "").rstrip("/")
+        if urlparse(uri).scheme in ("http", "https")
+        else DEFAULT_UI
+    )
 
 
 def runs_table_link(uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:

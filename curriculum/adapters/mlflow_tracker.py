@@ -30,7 +30,13 @@ PARAMS_PER_BATCH = 100
 
 # A training step must not wait minutes on a dead server (MLflow's defaults: 120 s timeout, 7 retries).
 # Retrying is done here instead, with a short backoff, and then the points are queued.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_TIMEOUT": "5", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}
+# MLflow's own "View run at" lines are not printed: they repeat the link the run prints, with any
+# credentials the URI holds (the run's own link never has them).
+HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "5",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 
 LOST_METRICS_TAG = "tracking.lost_metrics"
 

@@ -18,6 +18,7 @@ from typing import Optional
 
 from curriculum.adapters.mlflow_tracker import make_client, resolve_tracking_uri, sqlite_path
 from curriculum.core.transitions import stage_changes
+from curriculum.core.uris import redact_uri
 from oracle.cli_errors import OneLineParser, UsageError, run_cli
 
 PROG = "python -m curriculum.compare"
@@ -212,20 +213,20 @@ def main(argv: Optional[list[str]] = None) -> int:
         client = make_client(uri)
         found = client.get_experiment_by_name(experiment)
         if found is None:
-            raise UsageError(f"no experiment {experiment!r} at {uri}")
+            raise UsageError(f"no experiment {experiment!r} at {redact_uri(uri)}")
         runs = client.search_runs(
             [found.experiment_id], max_results=args.max_runs, order_by=["attributes.start_time DESC"]
         )
         rows = [run_row(client, run) for run in runs]
     except MlflowException as exc:
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"{uri}: {message}") from None
+        raise UsageError(f"{redact_uri(uri)}: {message}") from None
     if not rows:
-        print(f"experiment {experiment!r} at {uri} has no runs")
+        print(f"experiment {experiment!r} at {redact_uri(uri)} has no runs")
         return 0
     groups = by_ladder(rows)
     print(
-        f"experiment {experiment!r} at {uri}: {len(rows)} run{'s' if len(rows) > 1 else ''}, best first"
+        f"experiment {experiment!r} at {redact_uri(uri)}: {len(rows)} run{'s' if len(rows) > 1 else ''}, best first"
         + (f", ranked within each of {len(groups)} ladders" if len(groups) > 1 else "")
     )
     for n, (ladder, group) in enumerate(groups):

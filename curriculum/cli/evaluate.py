@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -26,6 +27,7 @@ import numpy as np
 
 from curriculum.adapters.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, restoring
 from curriculum.core.config import RunConfig
+from curriculum.core.uris import usable_uri
 from oracle.cli_errors import OneLineParser, UsageError, run_cli
 from oracle.spec import MAX_SIZE, MIN_SIZE, TaskSpec
 
@@ -166,7 +168,10 @@ def log_to_run(
 
     from curriculum.adapters.mlflow_tracker import make_client
 
-    client = make_client(record["tracking_uri"])
+    try:
+        client = make_client(usable_uri(record["tracking_uri"], os.environ))
+    except ValueError as exc:
+        raise UsageError(f"{record_path}: {exc}") from None
     now = int(time.time() * 1000)
     metrics = [
         Metric(f"evaluate/{size}/{name}", float(value), now, step)

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+from curriculum.core.uris import redact_uri
 from oracle.cli_errors import OneLineParser, UsageError, run_cli
 
 PROG = "python -m curriculum.replay"
@@ -40,9 +41,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     lines = replay_into(args.run_dir, MlflowTracker(uri, run_id))
     record_path = args.run_dir / "run.json"
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    record.update({"run_id": run_id, "tracking_uri": uri, "experiment": experiment})
+    record.update({"run_id": run_id, "tracking_uri": redact_uri(uri), "experiment": experiment})
     record_path.write_text(json.dumps(record, indent=2))
-    print(f"replayed {lines} metric records of {args.run_dir} into MLflow run {run_id} ({uri}, {experiment})")
+    print(
+        f"replayed {lines} metric records of {args.run_dir} into MLflow run {run_id} ({redact_uri(uri)}, {experiment})"
+    )
     return 0
 
 

@@ -31,6 +31,7 @@ from curriculum.core.outcome import RunOutcome, RunStatus
 from curriculum.core.overrides import build_config, config_from_raw
 from curriculum.core.presets import PRESET_NAMES
 from curriculum.core.summary import summary_table
+from curriculum.core.uris import redact_uri, usable_uri
 from oracle.cli_errors import OneLineParser, UsageError, run_cli
 
 PROG = "python -m curriculum.run"
@@ -188,7 +189,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     lock = _lock(run_dir) if record is not None else None
     uri = None
     if record is not None:
-        uri = record.get("tracking_uri")
+        try:
+            uri = usable_uri(record.get("tracking_uri"), os.environ)
+        except ValueError as exc:
+            raise UsageError(f"--resume {run_dir}: {exc}") from None
     elif mlflow_installed():
         from curriculum.adapters.mlflow_tracker import resolve_tracking_uri, sqlite_path
 
@@ -238,7 +242,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             )
             log_curriculum_inputs(uri, run_id, config)
         (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
-        record = {"run_id": run_id, "tracking_uri": uri, "experiment": config.tracking.experiment}
+        record = {"run_id": run_id, "tracking_uri": redact_uri(uri), "experiment": config.tracking.experiment}
         (run_dir / "run.json").write_text(json.dumps(record, indent=2))
         resume_from = None
         if uri is None:
@@ -247,7 +251,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 f"{run_dir / 'tracking'} (log them later: python -m curriculum.replay {run_dir})"
             )
         else:
-            print(f"run {run_id} ({run_name}) in {run_dir}; MLflow: {uri}, experiment {config.tracking.experiment}")
+            print(
+                f"run {run_id} ({run_name}) in {run_dir}; MLflow: {redact_uri(uri)}, "
+                f"experiment {config.tracking.experiment}"
+            )
     else:
         run_id = record["run_id"]
         if run_id is not None:

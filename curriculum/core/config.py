@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from curriculum.core.uris import has_credentials
 from hrm.config import ModelConfig
 from oracle.spec import MAX_SIZE, MIN_SIZE, TaskSpec
 from oracle.vocab import NUM_VEHICLES, VOCAB_SIZE
@@ -212,6 +213,18 @@ class TrackingConfig(BaseModel):
         None, description="MLflow tracking URI (None = $MLFLOW_TRACKING_URI or sqlite:///mlflow.db)."
     )
     experiment: str = Field("hrm-curriculum", min_length=1, description="MLflow experiment name.")
+
+    @field_validator("mlflow_uri")
+    @classmethod
+    def _no_credentials(cls, value: Optional[str]) -> Optional[str]:
+        # The config is stored (config.json, checkpoints, MLflow params): a password must not be in it.
+        if value and has_credentials(value):
+            raise ValueError(
+                "holds a user name or password, which the config would store; give them in "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or in MLFLOW_TRACKING_URI)"
+            )
+        return value
+
     run_name: Optional[str] = Field(
         None, description="MLflow run name (None = the preset and the overrides given, e.g. 'tiny lr=5e-4')."
     )

@@ -309,6 +309,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             uri = resolve_tracking_uri(search["base"]["tracking"]["mlflow_uri"])
     except ValueError as exc:
         raise UsageError(f"tracking.mlflow_uri: {exc}") from None
+    from curriculum.adapters.store_check import UnusableStore, check_store
+
+    try:
+        check_store(uri)
+    except UnusableStore as exc:
+        raise UsageError(f"tracking.mlflow_uri: {exc}") from None
 
     from tuners.score_plot import render_scores
 

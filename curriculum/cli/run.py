@@ -203,6 +203,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         database = sqlite_path(uri)
         if database is not None and not database.exists():
             check_creatable(database.parent, f"MLflow store {database}: its directory")
+    if uri is not None:  # before anything is created: a store no run can be written to is a usage error
+        from curriculum.adapters.store_check import UnusableStore, check_store
+
+        try:
+            check_store(uri)
+        except UnusableStore as exc:
+            raise UsageError(f"tracking.mlflow_uri: {exc}") from None
     address = args.address or os.environ.get("RAY_ADDRESS")
     if args.backend == "local" and args.address:
         raise UsageError("--address needs --backend ray")

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from oracle.cli_errors import USAGE_EXIT, OneLineParser, UsageError, describe_validation_error, run_cli
 from oracle.dataset import check_writable_target, draw_splits, save_dataset
+from oracle.footprint import check_fits
 from oracle.spec import MAX_SIZE, MIN_SIZE, TaskSpec
 
 PROG = "python -m oracle.generate"
@@ -77,6 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         raise UsageError(str(exc)) from None
 
+    try:
+        check_fits(args.count, spec.size)
+    except ValueError as exc:
+        raise UsageError(f"--count {exc}") from None
     started = time.perf_counter()
     bar = None
     if args.count >= PROGRESS_FROM:

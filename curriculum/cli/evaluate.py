@@ -29,6 +29,7 @@ from curriculum.adapters.checkpoint import CheckpointError, latest_checkpoint, l
 from curriculum.core.config import RunConfig
 from curriculum.core.uris import usable_uri
 from oracle.cli_errors import OneLineParser, UsageError, run_cli
+from oracle.footprint import check_fits
 from oracle.spec import MAX_SIZE, MIN_SIZE, TaskSpec
 
 PROG = "python -m curriculum.evaluate"
@@ -67,6 +68,20 @@ def _parse_segments(text: Optional[str]) -> list[Optional[int]]:
     if not segments or any(not 1 <= s <= 64 for s in segments):
         raise UsageError(f"--segments {text!r}: every count must be in 1..64")
     return segments
+
+
+def _unwritable(folder: Path) -> Optional[str]:
+    """Why no picture can be written in ``folder`` (created if missing), or None when one can."""
+    if folder.exists() and not folder.is_dir():
+        return "is a file, not a directory"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        return f"cannot be written ({exc.strerror or exc})"
+    return None
 
 
 def spec_for_size(config: RunConfig, size: int) -> TaskSpec:
@@ -203,6 +218,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the results to the run's MLflow run")
     args = parser.parse_args(argv)
     sizes = _parse_sizes(args.sizes)
+    try:
+        check_fits(args.count, max(sizes))
+    except ValueError as exc:
+        raise UsageError(f"--count {exc}") from None
     if args.device == "cuda":
         import torch
 
@@ -225,6 +244,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     except (KeyError, TypeError, ValueError):
         raise UsageError(f"{path}: not a checkpoint of this project (no valid run config)") from None
     picture_dir = args.pictures or path.parent.parent / "pictures"
+    # Checked before hours of evaluation, not when the first picture is drawn after them.
+    problem = _unwritable(picture_dir)
+    if problem and args.pictures is not None:
+        raise UsageError(f"--pictures {args.pictures}: {problem}")
+    if problem:
+        print(f"no route pictures: {picture_dir} {problem}", file=sys.stderr)
+        picture_dir = None
     sources = {size: task_source(config, size) for size in sizes}
     print(f"{path}")
     tables, logged, rows = [], {}, []

@@ -95,13 +95,15 @@ def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
             check_model_fits(checkpoint, state, config.model)
         except CheckpointError as exc:
             raise UsageError(str(exc)) from None
-        return config, run_dir, json.loads(record_path.read_text())
+        return config, run_dir, _read_record(record_path)
     config = build_config(args.preset, args.config, args.overrides)
     if args.name is not None:
         if not args.name.strip():
             raise UsageError("--name must not be empty")
         config.tracking.run_name = args.name
     run_dir = args.run_dir or Path("runs") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--run-dir {run_dir} is a file, not a directory")
     if run_dir.exists() and any(run_dir.iterdir()):
         holder = live_driver(run_dir) if run_dir.is_dir() else None
         if holder is not None:  # --resume would be refused too: the run is not stopped
@@ -109,6 +111,19 @@ def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
         raise UsageError(f"--run-dir {run_dir} already holds files (use --resume {run_dir} to continue it)")
     check_creatable(run_dir, "--run-dir")
     return config, run_dir, None
+
+
+def _read_record(path: Path) -> dict:
+    """A run's ``run.json``: a mapping with its MLflow run id (None without MLflow) and tracking URI."""
+    try:
+        record = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError):
+        raise UsageError(f"--resume {path.parent}: {path.name} is not valid JSON") from None
+    if not isinstance(record, dict) or "run_id" not in record or "tracking_uri" not in record:
+        raise UsageError(f"--resume {path.parent}: {path.name} is not a run record (no run_id and tracking_uri)")
+    if not isinstance(record["run_id"], (str, type(None))) or not isinstance(record["tracking_uri"], (str, type(None))):
+        raise UsageError(f"--resume {path.parent}: {path.name} holds a run_id or tracking_uri that is not text")
+    return record
 
 
 def check_creatable(path: Path, option: str) -> None:

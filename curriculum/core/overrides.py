@@ -36,8 +36,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise UsageError(f"override {text!r} is not of the form key.path=value")
     try:
         value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise UsageError(f"override {key}: cannot parse value {raw!r}") from None
+    except (yaml.YAMLError, RecursionError):
+        raise UsageError(f"override {key}: cannot parse value {raw[:40]!r}") from None
+    if nesting_depth(value) > MAX_DEPTH:
+        raise UsageError(f"override {key}: a value nested deeper than {MAX_DEPTH} levels")
     return key.split("."), value
 
 
@@ -75,11 +77,33 @@ def load_yaml_config(path: Path) -> dict:
         raise UsageError(f"config file {path} does not exist")
     try:
         data = yaml.safe_load(path.read_text())
+    except RecursionError:
+        raise UsageError(
+            f"config file {path}: nested too deeply to read (a config is {MAX_DEPTH} levels at most)"
+        ) from None
     except (yaml.YAMLError, OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"config file {path}: not valid YAML ({type(exc).__name__})") from None
     if not isinstance(data, dict):
         raise UsageError(f"config file {path}: top level must be a mapping, not {type(data).__name__}")
+    if nesting_depth(data) > MAX_DEPTH:
+        raise UsageError(f"config file {path}: nested deeper than {MAX_DEPTH} levels, which no config field is")
     return data
+
+
+MAX_DEPTH = 16  # the run config is 5 levels deep (curriculum.stages.N.gate.threshold); room for values
+
+
+def nesting_depth(value: object) -> int:
+    """Levels of mappings and lists in ``value`` (counted without recursion, so any depth is safe)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
 
 
 def build_config(

@@ -160,3 +160,45 @@ def test_evaluate_refuses_a_malicious_checkpoint_naming_it(finished_run, runs, t
     result = runs.run([str(evil), "--sizes", "8", "--count", "4"], tmp_path, timeout=120, module="curriculum.evaluate")
     assert result.returncode == 2 and evil.name in runs.one_line(result.stderr)
     assert not (tmp_path.parent / "pwned").exists() and not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize(
+    "content,needle",
+    [("garbage", "run.json is not valid JSON"), ("[]", "is not a run record"), ("{}", "is not a run record")],
+)
+def test_resume_with_a_damaged_run_record_exits_2(finished_run, runs, tmp_path, content, needle):
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    (run_dir / "run.json").write_text(content)
+    result = runs.run(["--resume", "run", "--backend", "local"], tmp_path, timeout=120)
+    assert result.returncode == 2 and needle in runs.one_line(result.stderr), result.stderr[-2000:]
+
+
+def test_evaluate_checks_its_picture_folder_and_count_before_computing(finished_run, runs, tmp_path):
+    (tmp_path / "afile").write_text("")
+    base = ["--sizes", "8", "--count", "16", "--no-mlflow"]
+    result = runs.run([str(finished_run), *base, "--pictures", "afile"], tmp_path, 120, module="curriculum.evaluate")
+    assert result.returncode == 2 and "--pictures afile: is a file" in runs.one_line(result.stderr)
+    assert result.stdout == "", "refused before any evaluation"
+    huge = ["--sizes", "8", "--count", "100000000", "--no-mlflow"]
+    result = runs.run([str(finished_run), *huge], tmp_path, 120, module="curriculum.evaluate")
+    assert result.returncode == 2 and "--count 100,000,000 tasks of 8x8 need about" in runs.one_line(result.stderr)
+    result = runs.run(["--size", "10", "--count", "100000000", "--out", "ds"], tmp_path, 120, module="oracle.generate")
+    assert result.returncode == 2 and "more than this machine has free" in runs.one_line(result.stderr)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_odd_run_dirs_and_a_config_nested_10000_deep_exit_2(runs, tmp_path):
+    (tmp_path / "afile").write_text("")
+    deep = "{a: " * 10_000 + "1" + "}" * 10_000
+    (tmp_path / "deep.yaml").write_text(deep)
+    cases = [
+        (["--preset", "smoke", "--run-dir", "afile"], "--run-dir afile is a file, not a directory"),
+        (["--preset", "smoke", "--run-dir", "afile/sub"], "is not a directory"),
+        (["--config", "deep.yaml"], "config file deep.yaml: nested too deeply"),
+        (["--preset", "smoke", f"train.lr={deep}"], "override train.lr"),
+    ]
+    for args, needle in cases:
+        result = runs.run([*args, "--backend", "local"], tmp_path, timeout=120)
+        assert result.returncode == 2 and needle in runs.one_line(result.stderr), (args, result.stderr[-2000:])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "deep.yaml"]

@@ -22,13 +22,14 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from curriculum.adapters.checkpoint import CheckpointError, check_model_fits, latest_checkpoint, load_checkpoint
+from curriculum.adapters.checkpoint import latest_checkpoint
 from curriculum.adapters.console import LiveBar
 from curriculum.adapters.run_lock import RunLockedError, hold_run_lock, live_driver
+from curriculum.cli.resume import resolve_resume
 from curriculum.core.config import RunConfig
 from curriculum.core.naming import run_name as default_run_name
 from curriculum.core.outcome import RunOutcome, RunStatus
-from curriculum.core.overrides import build_config, config_from_raw
+from curriculum.core.overrides import build_config
 from curriculum.core.presets import PRESET_NAMES
 from curriculum.core.summary import summary_table
 from curriculum.core.uris import redact_uri, usable_uri
@@ -72,30 +73,8 @@ def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
     if args.resume is not None:
         if args.preset or args.config or args.name:
             raise UsageError("--resume takes the run's saved config and name; give only key=value overrides with it")
-        run_dir = args.resume
-        check_creatable(run_dir, "--resume")
-        saved_config = run_dir / "config.json"
-        record_path = run_dir / "run.json"
-        for path in (saved_config, record_path):
-            if not path.is_file():
-                raise UsageError(f"--resume {run_dir}: missing {path.name} (not a run directory)")
-        checkpoint = latest_checkpoint(run_dir / "checkpoints")
-        if checkpoint is None:
-            raise UsageError(f"--resume {run_dir}: no checkpoint in {run_dir / 'checkpoints'}")
-        try:
-            state = load_checkpoint(checkpoint)
-        except CheckpointError as exc:
-            raise UsageError(str(exc)) from None
-        try:
-            saved = json.loads(saved_config.read_text())
-        except ValueError:
-            raise UsageError(f"--resume {run_dir}: {saved_config.name} is not valid JSON") from None
-        config = config_from_raw(saved, args.overrides)
-        try:  # a checkpoint copied in from another run is refused now, not by the workers later
-            check_model_fits(checkpoint, state, config.model)
-        except CheckpointError as exc:
-            raise UsageError(str(exc)) from None
-        return config, run_dir, _read_record(record_path)
+        check_creatable(args.resume, "--resume")
+        return resolve_resume(args.resume, args.overrides)
     config = build_config(args.preset, args.config, args.overrides)
     if args.name is not None:
         if not args.name.strip():
@@ -111,19 +90,6 @@ def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
         raise UsageError(f"--run-dir {run_dir} already holds files (use --resume {run_dir} to continue it)")
     check_creatable(run_dir, "--run-dir")
     return config, run_dir, None
-
-
-def _read_record(path: Path) -> dict:
-    """A run's ``run.json``: a mapping with its MLflow run id (None without MLflow) and tracking URI."""
-    try:
-        record = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError):
-        raise UsageError(f"--resume {path.parent}: {path.name} is not valid JSON") from None
-    if not isinstance(record, dict) or "run_id" not in record or "tracking_uri" not in record:
-        raise UsageError(f"--resume {path.parent}: {path.name} is not a run record (no run_id and tracking_uri)")
-    if not isinstance(record["run_id"], (str, type(None))) or not isinstance(record["tracking_uri"], (str, type(None))):
-        raise UsageError(f"--resume {path.parent}: {path.name} holds a run_id or tracking_uri that is not text")
-    return record
 
 
 def check_creatable(path: Path, option: str) -> None:

@@ -202,3 +202,25 @@ def test_odd_run_dirs_and_a_config_nested_10000_deep_exit_2(runs, tmp_path):
         result = runs.run([*args, "--backend", "local"], tmp_path, timeout=120)
         assert result.returncode == 2 and needle in runs.one_line(result.stderr), (args, result.stderr[-2000:])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "deep.yaml"]
+
+
+def test_a_resume_that_rewrites_the_trained_ladder_is_refused_first_and_changes_nothing(finished_run, runs, tmp_path):
+    import json
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    _, before_run = runs.mlflow_run(run_dir)
+    edited = json.loads((run_dir / "config.json").read_text())
+    del edited["curriculum"]["stages"][0]  # a hand edit: the stage being trained is gone
+    (run_dir / "config.json").write_text(json.dumps(edited))
+    saved = (run_dir / "config.json").read_bytes()
+    result = runs.run(["--resume", "run", "--backend", "local"], tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "curriculum.stages.0.size is 10, but the run trained that stage at 8x8" in runs.one_line(result.stderr)
+    assert (run_dir / "config.json").read_bytes() == saved, "config.json is never rewritten by a refused resume"
+    _, after_run = runs.mlflow_run(run_dir)
+    assert after_run.info.status == before_run.info.status == "FINISHED"
+    shutil.rmtree(run_dir)
+    shutil.copytree(finished_run, run_dir)
+    result = runs.run(["--resume", "run", "--backend", "local", "curriculum.stages.5.size=12"], tmp_path, timeout=120)
+    assert result.returncode == 2 and "curriculum.stages.5" in runs.one_line(result.stderr)

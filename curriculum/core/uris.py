@@ -1,4 +1,4 @@
-"""Tracking URIs that may carry credentials (``http://user:password@host``): printed and stored only
+"""Tracking URIs that may carry credentials (a user name and password before ``@host``): printed and stored only
 with the credentials replaced, used with them.
 
 The console, ``run.json``, ``search.json`` and links hold the redacted form. A run whose URI had

@@ -99,3 +99,13 @@ def test_a_local_ray_run_keeps_token_auth_a_loopback_dashboard_and_stops_on_ctrl
         listening = set().union(*(listening_addresses(pid) for pid in dashboards))
         assert {address for address, _ in listening} <= LOOPBACK, listening
         assert runs.stop_cleanly(proc, run_dir, signal.SIGINT)["step"] > 20
+
+
+def test_the_cluster_dashboard_listens_on_loopback_and_the_open_mlflow_server_is_documented():
+    cluster = (ROOT / "cluster.yaml").read_text()
+    starts = [line for line in cluster.splitlines() if "ray start --head" in line]
+    assert starts and all("--dashboard-host=127.0.0.1" in line for line in starts), starts
+    assert "0.0.0.0" not in "\n".join(starts)
+    readme = (ROOT / "README.md").read_text()
+    # What cannot be bound to loopback, and why, is said where users look for it.
+    assert "resolve_ip_for_localhost" in readme and "--app-name basic-auth" in readme

@@ -128,7 +128,7 @@ def throughput(preset: str, size: int, batch: int, steps: int, device) -> dict[s
         "dtype": str(autocast_dtype(model.config, device)).removeprefix("torch."),
         "ms_per_step": round(seconds * 1e3, 2),
         "tokens_per_s": round(batch * (size * size + 1) / seconds),
-        "tflops": round(tflops, 2),
+        "tflops": float(f"{tflops:.4g}"),  # 4 significant digits: a CPU dry run is far below 0.01
         "bf16_peak_tflops": peak,
         "share_of_peak": round(tflops / peak, 4) if peak else None,
     }

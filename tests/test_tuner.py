@@ -233,11 +233,12 @@ def test_interrupted_search_resumes_with_optuna(tmp_path):
 
 def test_population_based_training_clones_members_with_their_stage_and_shows_each_mutation(tmp_path):
     # Low gate thresholds on a 3-stage ladder: members promote at different steps within the budget,
-    # so the population's scores differ and a clone has a stage to keep.
+    # so the population's scores differ and a clone has a stage to keep. A perturbation at every
+    # evaluation: members finish the ladder by step ~100, and only unfinished members are ranked.
     args = ["--preset", "smoke", "--search", "pbt", "--trials", "4", "--budget-steps", "160"]
     args += [
         "--perturbation-steps",
-        "40",
+        "20",
         "--out",
         "out",
         "space.gate_threshold=[0.3, 0.6]",
@@ -284,6 +285,8 @@ def test_population_based_training_clones_members_with_their_stage_and_shows_eac
                 assert outcome["step"] == step and (donor_at["action"] == "finish" or step == 160)
             steps = [d["step"] for d in own]
             assert steps == sorted(set(steps)), "each step decided once in the member's decisions"
+        texts = [text for key, text in child.data.tags.items() if key.startswith("pbt.perturbation.")]
+        assert len(texts) == len(set(texts)), "a restart from the same donor checkpoint is one perturbation"
     assert clones >= 1, "PBT never cloned a member"
     assert any(d.path == "search/trial_scores.png" for d in client.list_artifacts(parent.info.run_id, "search"))
     config = yaml.safe_load((out / "best_config.yaml").read_text())

@@ -63,3 +63,22 @@ def test_a_trial_whose_last_report_is_the_outcome_passes_tunes_metric_checks(tmp
             raise RuntimeError(str(grid.errors))
     finally:
         ray.shutdown()
+
+
+def test_a_clone_restarted_from_the_same_donor_checkpoint_is_tagged_once(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from curriculum.adapters.mlflow_tracker import MlflowTracker
+    from tuners.pbt import record_perturbation
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("pbt")).info.run_id
+    tracker = MlflowTracker(uri, run_id)
+    first = "step 40: continued from trial b's checkpoint with gate_threshold=0.4"
+    second = "step 80: continued from trial c's checkpoint with gate_threshold=0.5"
+    for text in (first, first, second, first):  # Tune resumed the paused clone from the same checkpoint
+        record_perturbation(tmp_path, tracker, text)
+    tags = {k: v for k, v in client.get_run(run_id).data.tags.items() if k.startswith("pbt.perturbation.")}
+    assert tags == {"pbt.perturbation.0": first, "pbt.perturbation.1": second}
+    assert sorted(p.name for p in (tmp_path / "perturbations").iterdir()) == ["0.txt", "1.txt"]

@@ -67,6 +67,19 @@ def perturbation_tag(step: int, donor: str, point: dict[str, Any], space: Search
     return f"step {step}: continued from trial {donor}'s checkpoint with {values}"
 
 
+def record_perturbation(run_dir: Path, tracker: Any, text: str) -> None:
+    """Tag the trial's MLflow run with a perturbation, once: Tune may start a paused clone again from
+    the same donor checkpoint, which is still the one perturbation."""
+    folder = run_dir / "perturbations"
+    folder.mkdir(exist_ok=True)
+    known = sorted(folder.glob("*.txt"), key=lambda path: int(path.stem))
+    if any(path.read_text().strip() == text for path in known):
+        return
+    k = len(known)
+    (folder / f"{k}.txt").write_text(text + "\n")
+    tracker.set_tags({f"pbt.perturbation.{k}": text})
+
+
 def run_pbt_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
     """Tune trainable of a PBT member: the curriculum loop in this process, reporting to Tune with a
     checkpoint at every evaluation, restarting from the checkpoint Tune hands back after a perturbation."""
@@ -96,11 +109,7 @@ def run_pbt_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
         tracker = MlflowTracker(search["tracking_uri"], run_id)
         tracker.log_metrics(schedule_values(point, space), lineage["step"])
         if lineage["trial_id"] != trial_id:
-            k = len(list((run_dir / "perturbations").glob("*.txt"))) if (run_dir / "perturbations").is_dir() else 0
-            text = perturbation_tag(lineage["step"], lineage["trial_id"], point, space)
-            (run_dir / "perturbations").mkdir(exist_ok=True)
-            (run_dir / "perturbations" / f"{k}.txt").write_text(text + "\n")
-            tracker.set_tags({f"pbt.perturbation.{k}": text})
+            record_perturbation(run_dir, tracker, perturbation_tag(lineage["step"], lineage["trial_id"], point, space))
     else:
         MlflowTracker(search["tracking_uri"], run_id).log_metrics(schedule_values(point, space), 0)
     last_report: dict = {}

@@ -7,6 +7,7 @@ measure the trained model on fresh held-out tasks at every grid size.
     python benchmarks/learning.py --preset tiny --minutes 30 --variant onestep
     python benchmarks/learning.py --preset tiny --minutes 30 --variant fullbp-ema
     python benchmarks/learning.py --preset tiny --minutes 30 --variant direct curriculum.stages.0.size=20
+    python benchmarks/learning.py --preset tiny --minutes 15 --config tune/out/best_config.yaml  # a tuned config
 
 Each row is one ``python -m curriculum.run`` with ``train.max_minutes`` set (``--backend local`` by
 default, so it also runs on a GPU box without Ray or MLflow; ``--backend ray`` is the main job as
@@ -124,6 +125,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--sizes", default="10,20,30,40")
     parser.add_argument("--segments", type=int, help="ACT segments in the final evaluation (default: the run's)")
     parser.add_argument("--run-dir", type=Path, help="default runs/learning-<preset>-<variant>-<time>")
+    parser.add_argument("--config", type=Path, help="YAML file laid over the preset (a tuner's best_config.yaml)")
     parser.add_argument("overrides", nargs="*", help="extra key.path=value overrides for the run")
     args = parser.parse_args(argv)
 
@@ -138,6 +140,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.preset,
         "--run-dir",
         str(run_dir),
+        *(["--config", str(args.config)] if args.config else []),
         f"train.max_minutes={args.minutes:g}",
         f"train.device={args.device}",
         *variant_overrides(args.preset, args.variant),

@@ -72,6 +72,16 @@ def test_variants_change_one_thing(tmp_path, variant, extra, expected):
     assert json.loads((tmp_path / "run" / "outcome.json").read_text())["step"] == 1  # the budget ends it at once
 
 
+def test_a_tuned_config_file_is_laid_over_the_preset_and_keeps_the_budget(tmp_path):
+    tuned = tmp_path / "best_config.yaml"
+    tuned.write_text("train:\n  lr: 0.0005\n  max_minutes: 60\n  eval_size: 48\n")
+    result = _bench(tmp_path, "--minutes", "0.001", "--config", str(tuned))
+    assert result.returncode == 0, result.stderr[-2000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["train"]["lr"] == 0.0005 and config["train"]["eval_size"] == 48
+    assert config["train"]["max_minutes"] == 0.001, "the benchmark's budget wins over the file's"
+
+
 def test_fullbp_ema_keeps_the_presets_own_decay():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:

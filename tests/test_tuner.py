@@ -43,7 +43,7 @@ def busy_cpu():
 
 def test_three_trial_search_with_early_stopping_nests_runs_and_writes_a_usable_best_config(tmp_path, busy_cpu):
     result = run_tuner(
-        ["--preset", "smoke", "--trials", "3", "--budget-steps", "120", "--grace-steps", "40", "--out", "out"], tmp_path
+        ["--preset", "smoke", "--trials", "3", "--budget-steps", "80", "--grace-steps", "40", "--out", "out"], tmp_path
     )
     assert result.returncode == 0, result.stderr[-4000:]
     assert busy_cpu.poll() is None  # the contention lasted the whole search
@@ -82,7 +82,7 @@ def test_three_trial_search_with_early_stopping_nests_runs_and_writes_a_usable_b
     assert len(table) == 3
     # The best config is a complete run config that curriculum.run accepts as is.
     config = yaml.safe_load(best.read_text())
-    assert config["preset"] == "smoke" and config["train"]["max_steps"] == 120
+    assert config["preset"] == "smoke" and config["train"]["max_steps"] == 80
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
     run = subprocess.run(
         [
@@ -195,9 +195,9 @@ def test_interrupted_search_resumes_with_optuna(tmp_path):
         "--search",
         "optuna",
         "--budget-steps",
-        "80",
+        "60",
         "--grace-steps",
-        "40",
+        "20",
         "--out",
         "out",
     ]
@@ -291,6 +291,19 @@ def test_population_based_training_clones_members_with_their_stage_and_shows_eac
     assert any(d.path == "search/trial_scores.png" for d in client.list_artifacts(parent.info.run_id, "search"))
     config = yaml.safe_load((out / "best_config.yaml").read_text())
     assert config["train"]["max_steps"] == 160
+
+
+def test_a_trial_whose_worker_fills_the_machine_still_trains(tmp_path):
+    # tiny's one 2-CPU worker on a 2-core laptop: beside its driver's sliver of a CPU the worker
+    # found no room, and the search waited for ever.
+    from ray._private.utils import get_num_cpus
+
+    args = ["--preset", "smoke", "--trials", "1", "--budget-steps", "20", "--out", "out"]
+    result = run_tuner([*args, f"scaling.cpus_per_worker={get_num_cpus()}"], tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert re.search(r"trial \S+ finished: score .* at step 20", result.stdout), result.stdout
+    config = yaml.safe_load((tmp_path / "out" / "best_config.yaml").read_text())
+    assert config["scaling"]["cpus_per_worker"] == get_num_cpus(), "the best config keeps the preset's CPUs"
 
 
 def test_pbt_refuses_members_of_several_workers(tmp_path):

@@ -194,6 +194,22 @@ def test_registered_model_names_that_do_not_are_refused_with_the_rule(name):
         check_model_name(name)
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--register", "a/b"], "--register: 'a/b' is not a registered model name"),
+        (["--register", ""], "--register: '' is not a registered model name"),
+        (["--register", "ok", "--no-mlflow"], "cannot go with --no-mlflow"),
+    ],
+)
+def test_evaluate_refuses_a_bad_register_before_reading_the_checkpoint(tmp_path, args, message):
+    from curriculum.cli.evaluate import main
+    from oracle.cli_errors import UsageError
+
+    with pytest.raises(UsageError, match=message):
+        main([str(tmp_path / "no-such-run"), *args])
+
+
 def test_log_model_is_a_documented_tracking_field_on_by_default():
     field = TrackingConfig.model_fields["log_model"]
     assert field.default is True and "EMA" in field.description and "MLflow" in field.description

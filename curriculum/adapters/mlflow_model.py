@@ -167,7 +167,7 @@ def register_router(uri: str, model_uri: str, name: str) -> str:
 def final_model_logger(uri: Optional[str], run_id: Optional[str]) -> Optional[FinalModelLogger]:
     """What logs a run's final weights as its MLflow model, or None where there is no MLflow run or no MLflow.
 
-    Logging is best effort: a store that refuses costs one warning, never the run's outcome.
+    Logging is best effort: a store that refuses costs one console line saying so, never the run's outcome.
     """
     if uri is None or run_id is None:
         return None

@@ -153,11 +153,13 @@ def _worker(loop_config: dict) -> None:
         if group is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / "placement_group.txt").write_text(group.id.hex())
-    tracker = NullTracker()
+    tracker, log_model = NullTracker(), None
     if rank == 0:
+        from curriculum.adapters.mlflow_model import final_model_logger
         from curriculum.adapters.mlflow_tracker import run_tracker
 
         tracker = run_tracker(run_dir, job.tracking_uri, job.run_id, config.tracking.system_metrics_every_s)
+        log_model = final_model_logger(job.tracking_uri, job.run_id)
     ctx = WorkerContext(
         rank=rank,
         world_size=world,
@@ -169,6 +171,7 @@ def _worker(loop_config: dict) -> None:
         stop_requested=stop_requested,
         say=say,
         show_progress=show_progress,
+        log_model=log_model,
     )
     try:
         outcome = run_curriculum(config, ctx, tracker, run_dir, job.run_id)

@@ -10,6 +10,8 @@ ladder, which the table's "tasks from" column says), from a seed no training str
 "thinking longer"). Prints a table, writes route pictures, and logs the results to the run's MLflow
 run (metrics ``evaluate/<size>/<metric>``, or ``evaluate/<size>/segments<k>/<metric>`` with
 ``--segments``, at the checkpoint's step, the table as artifacts under ``evaluate/``).
+``--register NAME`` also logs the checkpoint's weights (the EMA's where the run keeps one) as an
+MLflow model of that run and registers it as NAME (``curriculum.adapters.mlflow_model``).
 """
 
 from __future__ import annotations
@@ -216,7 +218,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     )
     parser.add_argument("--pictures", type=Path, help="directory for route pictures (default next to the checkpoint)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the results to the run's MLflow run")
+    parser.add_argument(
+        "--register",
+        metavar="NAME",
+        help="log the checkpoint's weights as an MLflow model of the run and register it as NAME",
+    )
     args = parser.parse_args(argv)
+    if args.register is not None:
+        _check_register(args)
     sizes = _parse_sizes(args.sizes)
     try:
         check_fits(args.count, max(sizes))
@@ -251,6 +260,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     if problem:
         print(f"no route pictures: {picture_dir} {problem}", file=sys.stderr)
         picture_dir = None
+    record = _registry_run(path.parent.parent) if args.register is not None else None
     sources = {size: task_source(config, size) for size in sizes}
     print(f"{path}")
     tables, logged, rows = [], {}, []
@@ -283,6 +293,72 @@ def main(argv: Optional[list[str]] = None) -> int:
             run_id = None
         if run_id is not None:
             print(f"MLflow: run {run_id}, metrics evaluate/<size>/<metric> at step {step}, artifacts evaluate/")
+    if record is not None:
+        return register(path, saved, config, record, args.register)
+    return 0
+
+
+def _check_register(args) -> None:
+    """A name MLflow can register, and an MLflow to register with: checked before any evaluation."""
+    from curriculum.adapters.mlflow_model import check_model_name
+
+    try:
+        check_model_name(args.register)
+    except ValueError as exc:
+        raise UsageError(f"--register: {exc}") from None
+    if args.no_mlflow:
+        raise UsageError("--register logs into the run's MLflow run; it cannot go with --no-mlflow")
+    try:
+        import mlflow  # noqa: F401
+    except ImportError:
+        raise UsageError("--register needs MLflow, which is not installed here") from None
+
+
+def _registry_run(run_dir: Path) -> dict[str, str]:
+    """The run's MLflow run id and usable tracking URI (run.json), or a UsageError."""
+    record_path = run_dir / "run.json"
+    try:
+        record = json.loads(record_path.read_text())
+    except (OSError, ValueError):
+        record = None
+    if not isinstance(record, dict) or not record.get("run_id") or not record.get("tracking_uri"):
+        raise UsageError(f"--register: {record_path} names no MLflow run to log the model into")
+    try:
+        uri = usable_uri(record["tracking_uri"], os.environ)
+    except ValueError as exc:
+        raise UsageError(f"{record_path}: {exc}") from None
+    return {"run_id": record["run_id"], "uri": uri}
+
+
+def register(path: Path, saved: dict, config: RunConfig, record: dict[str, str], name: str) -> int:
+    """Log the checkpoint's weights as the run's MLflow model and register it as ``name``; the exit code."""
+    from curriculum.adapters.mlflow_model import log_router, register_router
+    from routing.served_model import checkpoint_weights
+
+    step = int(saved.get("step", 0))
+    with restoring(path):
+        weights, averaged = checkpoint_weights(saved, config.model)
+    source = {
+        "run_id": record["run_id"],
+        "step": step,
+        "weights": "ema" if averaged else "model",
+        "checkpoint": path.name,
+    }
+    size = config.curriculum.stages[0].size
+    try:
+        logged = log_router(
+            record["uri"], record["run_id"], weights, config.model, config.train.eval_segments, step, source, size
+        )
+        print(f"MLflow model: {logged.model_uri} ({source['weights']} weights of {path.name})")
+        version = register_router(record["uri"], logged.model_uri, name)
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many types; one line says which
+        text = str(exc).strip()
+        print(
+            f"{PROG}: error: --register {name}: {text.splitlines()[0][:300] if text else type(exc).__name__}",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"registered: models:/{name}/{version} (model {name}, version {version})")
     return 0
 
 

@@ -354,6 +354,7 @@ def _run_local(
     stop: _StopFlag,
     console: LiveBar,
 ) -> RunOutcome:
+    from curriculum.adapters.mlflow_model import final_model_logger
     from curriculum.adapters.mlflow_tracker import run_tracker
     from curriculum.trainer.context import local_context
     from curriculum.trainer.loop import run_curriculum
@@ -364,6 +365,7 @@ def _run_local(
         stop_requested=lambda: stop.set,
         say=console.say,
         show_progress=console.show,
+        log_model=final_model_logger(uri, run_id),
     )
     tracker = run_tracker(run_dir, uri, run_id, config.tracking.system_metrics_every_s)
     try:

@@ -241,6 +241,12 @@ class TrackingConfig(BaseModel):
         description="Seconds between MLflow system metrics (system/*: CPU, memory, disk, network, and GPU "
         "where nvidia-ml-py is installed) of the training process's node; 0 = none.",
     )
+    log_model: bool = Field(
+        True,
+        description="At the end of the run, log the final weights (the EMA's where model.ema_decay is set, as "
+        "evaluation uses) as the run's MLflow model 'router': a pyfunc from code, loadable with "
+        "mlflow.pyfunc.load_model and servable with mlflow models serve. Skipped where MLflow is not installed.",
+    )
 
 
 class RunConfig(BaseModel):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
@@ -31,6 +31,8 @@ class WorkerContext:
     stop_requested: Callable[[], bool] = lambda: False
     say: Callable[[str], None] = print  # console lines (rank 0)
     show_progress: Callable[[Progress], None] = lambda progress: None  # the live bar (rank 0)
+    # Rank 0 at the end of a run: log (final weights, config, step) as the run's model; returns a console line.
+    log_model: Optional[Callable[[dict[str, torch.Tensor], Any, int], str]] = None
 
     @property
     def is_main(self) -> bool:
@@ -52,6 +54,7 @@ def local_context(
     stop_requested: Callable[[], bool] = lambda: False,
     say: Callable[[str], None] = print,
     show_progress: Callable[[Progress], None] = lambda progress: None,
+    log_model: Optional[Callable[[dict[str, torch.Tensor], Any, int], str]] = None,
 ) -> WorkerContext:
     """One in-process worker."""
     return WorkerContext(
@@ -60,4 +63,5 @@ def local_context(
         stop_requested=stop_requested,
         say=say,
         show_progress=show_progress,
+        log_model=log_model,
     )

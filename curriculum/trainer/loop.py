@@ -42,6 +42,7 @@ from curriculum.trainer.reporting import (
 )
 from curriculum.trainer.step import NonFiniteLossError, train_step
 from routing.batch import task_tensors
+from routing.served_model import final_weights
 
 
 def run_curriculum(
@@ -96,7 +97,7 @@ def run_curriculum(
         ctx.say(
             f"step {state.step}: train.max_minutes={train.max_minutes:g} reached; the checkpoint above ends the run"
         )
-    return _finish(outcome, state, watch, last, config, ctx, tracker, run_dir)
+    return _finish(outcome, state, watch, last, config, ctx, tracker, run_dir, learner)
 
 
 def _start(
@@ -172,6 +173,7 @@ def _finish(
     ctx: WorkerContext,
     tracker: Tracker,
     run_dir: Path,
+    learner: Learner,
 ) -> RunOutcome:
     state.close(watch.elapsed())
     result = RunOutcome(
@@ -187,4 +189,6 @@ def _finish(
         tracker.set_tags({"curriculum.outcome": outcome, "curriculum.final_stage": str(state.scheduler.stage)})
         (run_dir / "outcome.json").write_text(json.dumps(result.to_json(), indent=2))
         log_timeline(config, tracker, run_dir, state.scheduler, state.step)
+        if config.tracking.log_model and ctx.log_model is not None:
+            ctx.say(ctx.log_model(final_weights(learner.model, learner.ema), config, state.step))
     return result

@@ -215,7 +215,7 @@ def test_log_model_is_a_documented_tracking_field_on_by_default():
     assert field.default is True and "EMA" in field.description and "MLflow" in field.description
 
 
-def run_smoke(tmp_path, *overrides):
+def run_smoke(tmp_path, *overrides, stop_requested=lambda: False):
     calls = []
     config = build_config(
         "smoke",
@@ -228,7 +228,7 @@ def run_smoke(tmp_path, *overrides):
         return "logged"
 
     said = []
-    ctx = WorkerContext(say=said.append, log_model=log_model)
+    ctx = WorkerContext(say=said.append, log_model=log_model, stop_requested=stop_requested)
     outcome = run_curriculum(config, ctx, NullTracker(), tmp_path)
     return outcome, calls, said
 
@@ -251,4 +251,11 @@ def test_the_loop_hands_the_final_ema_weights_to_the_model_logger_once(tmp_path)
 
 def test_tracking_log_model_false_hands_nothing_over(tmp_path):
     _, calls, _ = run_smoke(tmp_path, "tracking.log_model=false")
+    assert calls == []
+
+
+def test_a_stopped_run_logs_no_model_it_will_be_resumed(tmp_path):
+    asked = iter([False, False, True])
+    outcome, calls, _ = run_smoke(tmp_path, stop_requested=lambda: next(asked, True))
+    assert outcome.outcome == "killed" and outcome.step < 6
     assert calls == []

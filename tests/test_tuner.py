@@ -66,6 +66,7 @@ def test_three_trial_search_with_early_stopping_nests_runs_and_writes_a_usable_b
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
     )
     assert len(children) == 3
+    assert not client.search_logged_models([parent.info.experiment_id]), "trials are measurements, not models"
     for child in children:
         # Stopped early is the search working: FINISHED, with the reason in a tag, never KILLED or RUNNING.
         assert child.info.status == "FINISHED", child.data.tags

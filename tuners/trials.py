@@ -30,6 +30,8 @@ def open_trial_run(point: dict[str, Any], search: dict[str, Any]) -> tuple[RunCo
 
     space = SearchSpace.model_validate(search["space"])
     config = apply_point(search["base"], point, space, search["budget_steps"])
+    # A trial is a measurement, not a model to keep: a search of many trials would log as many models.
+    config = config.model_copy(update={"tracking": config.tracking.model_copy(update={"log_model": False})})
     trial_id = tune.get_context().get_trial_id()
     run_dir = Path(search["out_dir"]) / "trials" / trial_id
     record_path = run_dir / "run.json"

@@ -189,6 +189,7 @@ def _finish(
         tracker.set_tags({"curriculum.outcome": outcome, "curriculum.final_stage": str(state.scheduler.stage)})
         (run_dir / "outcome.json").write_text(json.dumps(result.to_json(), indent=2))
         log_timeline(config, tracker, run_dir, state.scheduler, state.step)
-        if config.tracking.log_model and ctx.log_model is not None:
+        # A stopped run is resumed later (and a batch scheduler's grace period is short): no model yet.
+        if config.tracking.log_model and ctx.log_model is not None and outcome != "killed":
             ctx.say(ctx.log_model(final_weights(learner.model, learner.ema), config, state.step))
     return result

@@ -171,7 +171,8 @@ RUNS = {
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> str:
     pytest.importorskip("mlflow")
-    from curriculum.adapters.mlflow_tracker import MlflowTracker, create_run
+    from curriculum.adapters.mlflow_store import create_run
+    from curriculum.adapters.mlflow_tracker import MlflowTracker
 
     uri = f"sqlite:///{tmp_path_factory.mktemp('compare') / 'mlflow.db'}"
     for name, (history, valid_route, sparsity) in RUNS.items():

@@ -19,7 +19,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from curriculum.adapters.console import LiveBar
-from curriculum.adapters.mlflow_tracker import MlflowTracker, create_run
+from curriculum.adapters.mlflow_store import create_run
+from curriculum.adapters.mlflow_tracker import MlflowTracker
 from curriculum.core.overrides import build_config
 from curriculum.core.progress import Cadence, Progress, describe_progress, format_duration, steps_to_eval
 from curriculum.trainer.context import local_context

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outs
 
 CREATE_AT = """
 import sys, time
-from curriculum.adapters.mlflow_tracker import create_run
+from curriculum.adapters.mlflow_store import create_run
 uri, at, name = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 time.sleep(max(0.0, at - time.time()))  # all processes open the new store together
 print(create_run(uri, "together", name))

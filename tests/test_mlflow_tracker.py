@@ -8,10 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from curriculum.adapters.mlflow_tracker import (
+from curriculum.adapters.mlflow_store import (
     HTTP_DEFAULTS,
-    LOST_METRICS_TAG,
-    MlflowTracker,
     create_run,
     find_run,
     make_client,
@@ -20,6 +18,7 @@ from curriculum.adapters.mlflow_tracker import (
     resolve_tracking_uri,
     run_status,
 )
+from curriculum.adapters.mlflow_tracker import LOST_METRICS_TAG, MlflowTracker
 from curriculum.adapters.tracking import FileTracker, flatten_config, replay_into
 
 pytest.importorskip("mlflow")

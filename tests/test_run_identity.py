@@ -14,7 +14,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from curriculum.adapters.mlflow_links import runs_table_link
-from curriculum.adapters.mlflow_tracker import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, create_run
+from curriculum.adapters.mlflow_store import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, create_run
 from curriculum.adapters.source_tags import REPO_ROOT, source_tags
 from curriculum.cli.run import PROG, main
 from curriculum.core.describe import config_yaml

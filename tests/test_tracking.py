@@ -253,11 +253,12 @@ def test_tracking_modules_import_and_log_where_mlflow_is_not_installed(tmp_path)
         sys.meta_path.insert(0, NoMlflow())
         from pathlib import Path
         from curriculum.adapters.tracking import FileTracker, MultiTracker, NullTracker
-        import curriculum.adapters.mlflow_tracker as mt
+        import curriculum.adapters.mlflow_tracker
+        import curriculum.adapters.mlflow_store as store
         tracker = MultiTracker(FileTracker(Path({str(tmp_path)!r})), NullTracker())
         tracker.log_metrics({{"train/loss": 1.0}}, 1)
         tracker.finish("FINISHED")
-        print(mt.resolve_tracking_uri("sqlite:///a.db"))
+        print(store.resolve_tracking_uri("sqlite:///a.db"))
     """)
     result = subprocess.run(
         [sys.executable, "-c", script],

@@ -303,7 +303,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             check_reachable(address)
         except UnreachableAddress as exc:
             raise UsageError(f"--address {exc}") from None
-    from curriculum.adapters.mlflow_tracker import MlflowTracker, create_run, reopen_run, resolve_tracking_uri
+    from curriculum.adapters.mlflow_store import create_run, reopen_run, resolve_tracking_uri
+    from curriculum.adapters.mlflow_tracker import MlflowTracker
 
     try:
         if search.get("tracking_uri"):  # a resumed search: search.json holds the URI without credentials

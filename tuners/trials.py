@@ -26,7 +26,8 @@ def open_trial_run(point: dict[str, Any], search: dict[str, Any]) -> tuple[RunCo
     """The trial's config, run directory and MLflow child run (``mlflow.parentRunId`` = the search's run);
     created at the trial's first start, found again at a restart (a PBT member after a perturbation)."""
     from curriculum.adapters.mlflow_datasets import log_curriculum_inputs
-    from curriculum.adapters.mlflow_tracker import MlflowTracker, create_run
+    from curriculum.adapters.mlflow_store import create_run
+    from curriculum.adapters.mlflow_tracker import MlflowTracker
 
     space = SearchSpace.model_validate(search["space"])
     config = apply_point(search["base"], point, space, search["budget_steps"])
@@ -131,7 +132,7 @@ class TrialRunStatus(Callback):
         self.out_dir = Path(out_dir)
 
     def _close(self, trial, status: RunStatus) -> None:
-        from curriculum.adapters.mlflow_tracker import find_run, make_client
+        from curriculum.adapters.mlflow_store import find_run, make_client
 
         if release_placement_group(self.out_dir / "trials" / trial.trial_id):
             print(f"released the placement group left behind by trial {trial.trial_id}", flush=True)

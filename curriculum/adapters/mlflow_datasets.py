@@ -48,7 +48,7 @@ def log_curriculum_inputs(uri: str, run_id: str, config: RunConfig) -> int:
     from mlflow.types import Schema, TensorSpec
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    from curriculum.adapters.mlflow_tracker import make_client
+    from curriculum.adapters.mlflow_store import make_client
 
     inputs = []
     for stage in stage_descriptions(config):

@@ -34,7 +34,7 @@ def runs_table_link(uri: str, experiment_id: str, run_id: Optional[str] = None) 
 
 def run_link(uri: str, run_id: str) -> Optional[str]:
     """The run's page, or None when the store cannot be asked (the link is a convenience, never an error)."""
-    from curriculum.adapters.mlflow_tracker import make_client
+    from curriculum.adapters.mlflow_store import make_client
 
     try:
         experiment_id = make_client(uri).get_run(run_id).info.experiment_id

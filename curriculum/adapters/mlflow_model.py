@@ -120,7 +120,7 @@ def log_router(
     import mlflow
     from mlflow.models import Model
 
-    from curriculum.adapters.mlflow_tracker import make_client
+    from curriculum.adapters.mlflow_store import make_client
     from routing.served_model import write_router
 
     segments = model_config.halt_max_steps if segments is None else segments

@@ -24,7 +24,7 @@ def check_store(uri: str) -> None:
 
 
 def _check_sqlite(uri: str) -> None:
-    from curriculum.adapters.mlflow_tracker import sqlite_path
+    from curriculum.adapters.mlflow_store import sqlite_path
 
     database = sqlite_path(uri)
     if database is None:
@@ -47,7 +47,7 @@ def _check_sqlite(uri: str) -> None:
 
 
 def _check_server(uri: str) -> None:
-    from curriculum.adapters.mlflow_tracker import make_client  # short timeouts, no retries
+    from curriculum.adapters.mlflow_store import make_client  # short timeouts, no retries
 
     try:
         make_client(uri).search_experiments(max_results=1)

@@ -16,7 +16,7 @@ import re
 from collections.abc import Sequence
 from typing import Optional
 
-from curriculum.adapters.mlflow_tracker import make_client, resolve_tracking_uri, sqlite_path
+from curriculum.adapters.mlflow_store import make_client, resolve_tracking_uri, sqlite_path
 from curriculum.core.transitions import stage_changes
 from curriculum.core.uris import redact_uri
 from oracle.cli_errors import OneLineParser, UsageError, run_cli

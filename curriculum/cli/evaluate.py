@@ -183,7 +183,7 @@ def log_to_run(
         return None
     from mlflow.entities import Metric
 
-    from curriculum.adapters.mlflow_tracker import make_client
+    from curriculum.adapters.mlflow_store import make_client
 
     try:
         client = make_client(usable_uri(record["tracking_uri"], os.environ))

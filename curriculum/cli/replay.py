@@ -27,7 +27,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     config_path, tracking = args.run_dir / "config.json", args.run_dir / "tracking"
     if not tracking.is_dir() or not config_path.is_file():
         raise UsageError(f"{args.run_dir} is not a run directory with a tracking/ log")
-    from curriculum.adapters.mlflow_tracker import MlflowTracker, create_run, resolve_tracking_uri
+    from curriculum.adapters.mlflow_store import create_run, resolve_tracking_uri
+    from curriculum.adapters.mlflow_tracker import MlflowTracker
     from curriculum.adapters.tracking import replay_into
 
     try:

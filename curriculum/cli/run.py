@@ -175,7 +175,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         except ValueError as exc:
             raise UsageError(f"--resume {run_dir}: {exc}") from None
     elif mlflow_installed():
-        from curriculum.adapters.mlflow_tracker import resolve_tracking_uri, sqlite_path
+        from curriculum.adapters.mlflow_store import resolve_tracking_uri, sqlite_path
 
         try:
             uri = resolve_tracking_uri(config.tracking.mlflow_uri)
@@ -213,7 +213,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         run_id = None
         if uri is not None:
             from curriculum.adapters.mlflow_datasets import log_curriculum_inputs
-            from curriculum.adapters.mlflow_tracker import create_run
+            from curriculum.adapters.mlflow_store import create_run
             from curriculum.adapters.source_tags import source_tags
 
             run_name = config.tracking.run_name or default_run_name(config.preset, args.config, args.overrides)
@@ -246,7 +246,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     else:
         run_id = record["run_id"]
         if run_id is not None:
-            from curriculum.adapters.mlflow_tracker import mark_killed_if_orphaned, reopen_run
+            from curriculum.adapters.mlflow_store import mark_killed_if_orphaned, reopen_run
 
             if mark_killed_if_orphaned(uri, run_id):
                 print(f"run {run_id} was left RUNNING by a driver that is gone: marked KILLED, now resuming it")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from curriculum.adapters.checkpoint import KEEP, CheckpointError
+from curriculum.adapters.ray_stop import Flag, StopPoller
 from curriculum.adapters.storage import StorageError, check_storage, storage_scheme, workers_fit
 from curriculum.core.config import RunConfig
 from curriculum.core.outcome import RunOutcome
@@ -52,7 +53,7 @@ class TrainJob:
     # lies in the run's storage location, which every node reads; a plain path must be one every node sees.
     resume_from: Optional[str] = None
     console: Optional[Any] = None  # a ray.util.queue.Queue for rank 0's console lines
-    stop_flag: Optional[Any] = None  # a handle of the driver's ``_Flag`` actor
+    stop_flag: Optional[Any] = None  # a handle of the driver's ``ray_stop.Flag`` actor
 
     def __post_init__(self) -> None:
         # Ray Train's controller and workers run in other directories.
@@ -110,7 +111,7 @@ def _worker(loop_config: dict) -> None:
     node_file.parent.mkdir(parents=True, exist_ok=True)
     node_file.write_text(ray.get_runtime_context().get_node_id() + "\n")
 
-    stop_requested = _StopPoller(job.stop_flag)
+    stop_requested = StopPoller(job.stop_flag)
     restore = job.resume_from
     restart = ray.train.get_checkpoint()
     staging = None
@@ -207,44 +208,6 @@ class WorkerFailure:
     cannot be written); the driver raises it as a ``CheckpointError`` once Ray Train has ended."""
 
     message: str
-
-
-class _Flag:
-    """A Ray actor holding one boolean: the driver sets it when the run is asked to stop."""
-
-    def __init__(self) -> None:
-        self.value = False
-
-    def set(self) -> None:
-        self.value = True
-
-    def is_set(self) -> bool:
-        return self.value
-
-
-class _StopPoller:
-    """``stop_requested`` of a worker: asks the driver's flag with at most one request in flight, so a
-    training step never waits for the answer."""
-
-    def __init__(self, flag) -> None:
-        self.flag, self.pending, self.stopped = flag, None, False
-
-    def __call__(self) -> bool:
-        import ray
-        from ray.exceptions import RayActorError
-
-        if self.stopped or self.flag is None:
-            return self.stopped
-        if self.pending is None:
-            self.pending = self.flag.is_set.remote()
-        ready, _ = ray.wait([self.pending], timeout=0)
-        if ready:
-            try:
-                self.stopped = bool(ray.get(self.pending))
-            except RayActorError:  # the driver that owns the flag is gone: stop with a checkpoint
-                self.stopped = True
-            self.pending = None
-        return self.stopped
 
 
 def _worker_resources(config: RunConfig) -> dict[str, float]:
@@ -348,7 +311,7 @@ def run_with_ray(
     from ray.util.queue import Queue
 
     console = Queue()
-    stop_flag = ray.remote(num_cpus=0)(_Flag).remote()
+    stop_flag = ray.remote(num_cpus=0)(Flag).remote()
     job = TrainJob(
         config=config,
         run_dir=run_dir,

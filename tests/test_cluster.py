@@ -259,3 +259,60 @@ def test_a_second_host_refuses_a_local_path(two_nodes, tmp_path, ray_nodes):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "scaling.storage" in lines[0] and "2 host(s)" in lines[0], result.stderr
     assert not (tmp_path / "run").exists() and not (tmp_path / "mlflow.db").exists(), "nothing is created"
+
+
+def test_a_run_resumes_from_its_storage_location_without_its_run_directory(two_nodes, tmp_path):
+    """The run's state lives in its storage location, so ``--resume`` needs nothing rank 0 wrote on its node.
+
+    Both nodes and the driver share this machine's disk, and the workers write the run directory at the
+    driver's absolute path, so different working directories for the nodes would hide nothing. What the
+    workers wrote is removed instead, in two steps. First everything but the driver's own files
+    (``config.json``, ``run.json``, ``driver.lock``): what the head holds on a real cluster when rank 0
+    trained on another node, where ``--resume DIR`` once found no checkpoint. Then the whole first working
+    directory, and the run is resumed from its storage location alone, from a directory that never held it.
+    Each resume must go on from the step the previous part ended at, in the same MLflow run.
+    """
+    address, _, _ = two_nodes
+    shared, first, second = tmp_path / "shared", tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"  # outside both working directories
+    workers = ["scaling.num_workers=2", "scaling.cpus_per_worker=1", "tracking.images_per_eval=0"]
+    started = run_cli(
+        ["--preset", "smoke", "--address", address, "--run-dir", "run", f"scaling.storage={shared}"]
+        + [*workers, "train.max_steps=20", f"tracking.mlflow_uri={store}"],
+        first,
+    )
+    assert started.returncode == 0, started.stderr[-3000:]
+    location = shared / "run"
+    record = json.loads((location / "run.json").read_text())
+    assert record["storage"] == str(location) and record["run_dir"] == str(first / "run")
+    assert json.loads((location / "outcome.json").read_text())["step"] == 20
+    assert json.loads((location / "config.json").read_text())["train"]["max_steps"] == 20
+
+    for path in (first / "run").iterdir():  # the head's view: only what the driver wrote stays
+        if path.name not in ("config.json", "run.json", "driver.lock"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    again = run_cli(["--resume", "run", "--address", address, "train.max_steps=40"], first)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert re.search(
+        rf"resumed from {re.escape(str(location))}/checkpoint_[^/]+/checkpoint-000000020\.pt", again.stdout
+    )
+    assert "at step 20" in again.stdout, again.stdout[-3000:]
+
+    shutil.rmtree(first)
+    last = run_cli(["--resume", str(location), "--address", address, "train.max_steps=60"], second)
+    assert last.returncode == 0, last.stderr[-3000:]
+    assert re.search(rf"resumed from {re.escape(str(location))}/checkpoint_[^/]+/checkpoint-000000040\.pt", last.stdout)
+    assert "at step 40" in last.stdout, last.stdout[-3000:]
+    assert not first.exists(), "nothing is written where the run began"
+
+    here = second / "runs" / "run"
+    assert json.loads((here / "run.json").read_text())["run_id"] == record["run_id"], "the same MLflow run"
+    assert json.loads((location / "run.json").read_text())["run_dir"] == str(here)
+    assert json.loads((location / "outcome.json").read_text())["step"] == 60
+    client = MlflowClient(store)
+    run = client.get_run(record["run_id"])
+    assert run.info.status == "FINISHED"
+    steps = [point.step for point in client.get_metric_history(record["run_id"], "eval/valid_route")]
+    assert steps == [20, 40, 60], "each evaluation logged once, across three drivers"

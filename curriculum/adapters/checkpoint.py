@@ -11,7 +11,6 @@ Loading uses ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
-import re
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -22,11 +21,11 @@ from typing import TYPE_CHECKING, Any, BinaryIO, Optional
 import torch
 
 from curriculum.adapters.atomic_file import atomic_write
+from curriculum.core.run_location import CHECKPOINT_PATTERN
 
 if TYPE_CHECKING:
     from hrm.config import ModelConfig
 
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d{9})\.pt$")
 FORMAT = "hrm-curriculum-checkpoint/1"
 KEEP = 2  # newest checkpoints kept per run
 
@@ -99,12 +98,6 @@ def list_checkpoints(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
     return sorted(p for p in directory.iterdir() if CHECKPOINT_PATTERN.match(p.name))
-
-
-def newest(*paths: Optional[Path]) -> Optional[Path]:
-    """The checkpoint of the highest step among ``paths`` (None ignored); names carry the step."""
-    found = [Path(p) for p in paths if p is not None]
-    return max(found, key=lambda p: p.name) if found else None
 
 
 def latest_checkpoint(directory: Path) -> Optional[Path]:

@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
 from curriculum.adapters.checkpoint import KEEP, CheckpointError
+from curriculum.adapters.ray_stop import Flag, StopPoller
 from curriculum.adapters.storage import StorageError, check_storage, storage_scheme, workers_fit
 from curriculum.core.config import RunConfig
 from curriculum.core.outcome import RunOutcome
 from curriculum.core.progress import Progress
+from curriculum.core.run_location import is_uri
 from curriculum.trainer.context import WorkerContext
 from curriculum.trainer.loop import run_curriculum
 from curriculum.trainer.reporting import final_report
@@ -47,15 +49,18 @@ class TrainJob:
     run_dir: Path
     run_id: Optional[str] = None  # the MLflow run rank 0 logs to (None: the run's file log only)
     tracking_uri: Optional[str] = None
-    resume_from: Optional[Path] = None  # a checkpoint file to start from (a restart takes the newer of it and Ray's)
+    # A checkpoint to start from, a path or a URI (a restart takes the newer of it and Ray's). On a cluster it
+    # lies in the run's storage location, which every node reads; a plain path must be one every node sees.
+    resume_from: Optional[str] = None
     console: Optional[Any] = None  # a ray.util.queue.Queue for rank 0's console lines
-    stop_flag: Optional[Any] = None  # a handle of the driver's ``_Flag`` actor
+    stop_flag: Optional[Any] = None  # a handle of the driver's ``ray_stop.Flag`` actor
 
     def __post_init__(self) -> None:
         # Ray Train's controller and workers run in other directories.
         object.__setattr__(self, "run_dir", Path(self.run_dir).absolute())
         if self.resume_from is not None:
-            object.__setattr__(self, "resume_from", Path(self.resume_from).absolute())
+            where = str(self.resume_from)
+            object.__setattr__(self, "resume_from", where if is_uri(where) else str(Path(where).absolute()))
 
     def to_loop_config(self) -> dict[str, Any]:
         """The ``train_loop_config`` mapping Ray Train hands each worker (the config travels as JSON)."""
@@ -64,7 +69,7 @@ class TrainJob:
             "run_dir": str(self.run_dir),
             "run_id": self.run_id,
             "tracking_uri": self.tracking_uri,
-            "resume_from": str(self.resume_from) if self.resume_from is not None else None,
+            "resume_from": self.resume_from,
             "console": self.console,
             "stop": self.stop_flag,
         }
@@ -77,7 +82,7 @@ class TrainJob:
             run_dir=Path(data["run_dir"]),
             run_id=data["run_id"],
             tracking_uri=data["tracking_uri"],
-            resume_from=Path(data["resume_from"]) if data["resume_from"] is not None else None,
+            resume_from=data["resume_from"],
             console=data["console"],
             stop_flag=data["stop"],
         )
@@ -91,8 +96,10 @@ def _worker(loop_config: dict) -> None:
     import torch
     import torch.distributed as dist
 
-    from curriculum.adapters.checkpoint import latest_checkpoint, newest
+    from curriculum.adapters.checkpoint import latest_checkpoint
+    from curriculum.adapters.run_storage import fetch
     from curriculum.adapters.tracking import NullTracker
+    from curriculum.core.run_location import newest_checkpoint
 
     job = TrainJob.from_loop_config(loop_config)
     config, run_dir, queue = job.config, job.run_dir, job.console
@@ -104,7 +111,7 @@ def _worker(loop_config: dict) -> None:
     node_file.parent.mkdir(parents=True, exist_ok=True)
     node_file.write_text(ray.get_runtime_context().get_node_id() + "\n")
 
-    stop_requested = _StopPoller(job.stop_flag)
+    stop_requested = StopPoller(job.stop_flag)
     restore = job.resume_from
     restart = ray.train.get_checkpoint()
     staging = None
@@ -117,7 +124,10 @@ def _worker(loop_config: dict) -> None:
             raise RuntimeError("the checkpoint Ray Train handed back for the restart holds no checkpoint file")
         # Ray registers reports a little after they are made, so on a driver's --resume (same storage)
         # it may hand back an older checkpoint than the newest the run wrote: take the newer one.
-        restore = newest(job.resume_from, handed)
+        restore = newest_checkpoint([job.resume_from, str(handed)])
+    if restore is not None and is_uri(restore):  # in the run's storage location (s3://...): download it
+        staging = staging or Path(tempfile.mkdtemp(prefix="restore-"))
+        restore = str(fetch(restore, staging))
 
     def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
         if world > 1:
@@ -167,7 +177,7 @@ def _worker(loop_config: dict) -> None:
         all_reduce_sum=all_reduce_sum,
         wrap_model=ray.train.torch.prepare_model,
         report=report,
-        restore_from=restore,
+        restore_from=Path(restore) if restore is not None else None,
         stop_requested=stop_requested,
         say=say,
         show_progress=show_progress,
@@ -201,44 +211,6 @@ class WorkerFailure:
     cannot be written); the driver raises it as a ``CheckpointError`` once Ray Train has ended."""
 
     message: str
-
-
-class _Flag:
-    """A Ray actor holding one boolean: the driver sets it when the run is asked to stop."""
-
-    def __init__(self) -> None:
-        self.value = False
-
-    def set(self) -> None:
-        self.value = True
-
-    def is_set(self) -> bool:
-        return self.value
-
-
-class _StopPoller:
-    """``stop_requested`` of a worker: asks the driver's flag with at most one request in flight, so a
-    training step never waits for the answer."""
-
-    def __init__(self, flag) -> None:
-        self.flag, self.pending, self.stopped = flag, None, False
-
-    def __call__(self) -> bool:
-        import ray
-        from ray.exceptions import RayActorError
-
-        if self.stopped or self.flag is None:
-            return self.stopped
-        if self.pending is None:
-            self.pending = self.flag.is_set.remote()
-        ready, _ = ray.wait([self.pending], timeout=0)
-        if ready:
-            try:
-                self.stopped = bool(ray.get(self.pending))
-            except RayActorError:  # the driver that owns the flag is gone: stop with a checkpoint
-                self.stopped = True
-            self.pending = None
-        return self.stopped
 
 
 def _worker_resources(config: RunConfig) -> dict[str, float]:
@@ -326,7 +298,7 @@ def run_with_ray(
     run_id: Optional[str],
     tracking_uri: Optional[str],
     storage: str,
-    resume_from: Optional[Path],
+    resume_from: Optional[str],
     say: Callable[[str], None] = print,
     stop_requested: Callable[[], bool] = lambda: False,
     show_progress: Callable[[Progress], None] = lambda progress: None,
@@ -342,7 +314,7 @@ def run_with_ray(
     from ray.util.queue import Queue
 
     console = Queue()
-    stop_flag = ray.remote(num_cpus=0)(_Flag).remote()
+    stop_flag = ray.remote(num_cpus=0)(Flag).remote()
     job = TrainJob(
         config=config,
         run_dir=run_dir,

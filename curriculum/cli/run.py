@@ -1,19 +1,20 @@
 """``python -m curriculum.run``: train HRM through the curriculum, logged to MLflow.
 
     python -m curriculum.run [--preset NAME] [--config FILE.yaml] [--run-dir DIR] [--name NAME]
-                             [--resume DIR] [--backend ray|local] [--address ADDR] [--show-config]
+                             [--resume DIR|LOCATION] [--backend ray|local] [--address ADDR] [--show-config]
                              [key.path=value ...]
 
 No arguments: the ``tiny`` preset on a local Ray instance, MLflow at sqlite:///mlflow.db in the
 working directory (unless MLFLOW_TRACKING_URI says otherwise). ``--address auto`` or RAY_ADDRESS
-joins an existing cluster. Bad arguments or config values: one line naming the problem, exit 2,
-nothing created. Ctrl-C or SIGTERM: the current step finishes, a checkpoint is written, the MLflow
-run ends KILLED, exit 128 + the signal number (130, 143); the same signal again stops at once.
+joins an existing cluster. ``--resume`` takes a run directory or the run's storage location
+``<scaling.storage>/<run name>`` (``curriculum.cli.resume``). Bad arguments or config values: one line
+naming the problem, exit 2, nothing created. Ctrl-C or SIGTERM: the current step finishes, a checkpoint
+is written, the MLflow run ends KILLED, exit 128 + the signal number (130, 143); the same signal again
+stops at once.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -22,10 +23,11 @@ import traceback
 from pathlib import Path
 from typing import Optional
 
-from curriculum.adapters.checkpoint import latest_checkpoint
 from curriculum.adapters.console import LiveBar
 from curriculum.adapters.run_lock import RunLockedError, hold_run_lock, live_driver
 from curriculum.cli.resume import resolve_resume
+from curriculum.cli.run_files import check_creatable, claim_location, save_outcome, save_run_files, storage_location
+from curriculum.cli.stop_flag import StopFlag
 from curriculum.core.config import RunConfig
 from curriculum.core.naming import run_name as default_run_name
 from curriculum.core.outcome import RunOutcome, RunStatus
@@ -46,7 +48,12 @@ def build_parser() -> OneLineParser:
     parser.add_argument(
         "--name", help="MLflow run name (default: the preset, config file and overrides, e.g. 'tiny lr=5e-4')"
     )
-    parser.add_argument("--resume", type=Path, metavar="DIR", help="continue the run in DIR from its last checkpoint")
+    parser.add_argument(
+        "--resume",
+        metavar="DIR|LOCATION",
+        help="continue a run from its newest checkpoint: its run directory, or its storage location "
+        "<scaling.storage>/<run name> (a shared path or s3://...)",
+    )
     parser.add_argument(
         "--backend",
         choices=("ray", "local"),
@@ -68,13 +75,14 @@ def build_parser() -> OneLineParser:
     return parser
 
 
-def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
-    """Config, run directory and (when resuming) the saved run record; raises UsageError."""
+def _resolve(args) -> tuple[RunConfig, Path, Optional[dict], Optional[str]]:
+    """Config, run directory and (when resuming) the saved run record and the checkpoint to resume from;
+    raises UsageError."""
     if args.resume is not None:
         if args.preset or args.config or args.name:
             raise UsageError("--resume takes the run's saved config and name; give only key=value overrides with it")
-        check_creatable(args.resume, "--resume")
-        return resolve_resume(args.resume, args.overrides)
+        resumed = resolve_resume(args.resume, args.overrides)
+        return resumed.config, resumed.run_dir, resumed.record, resumed.checkpoint
     config = build_config(args.preset, args.config, args.overrides)
     if args.name is not None:
         if not args.name.strip():
@@ -89,54 +97,7 @@ def _resolve(args) -> tuple[RunConfig, Path, Optional[dict]]:
             raise UsageError(f"--run-dir {run_dir} is being trained by a live driver (pid {holder}); choose another")
         raise UsageError(f"--run-dir {run_dir} already holds files (use --resume {run_dir} to continue it)")
     check_creatable(run_dir, "--run-dir")
-    return config, run_dir, None
-
-
-def check_creatable(path: Path, option: str) -> None:
-    """Refuse, before Ray, MLflow or any file exists, a directory this process cannot create or write."""
-    existing = path.absolute()
-    while not existing.exists():  # the nearest ancestor that exists: where mkdir would write
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"{option} {path}: {existing} is not a directory")
-    if os.statvfs(existing).f_flag & os.ST_RDONLY:
-        raise UsageError(f"{option} {path}: {existing} is on a read-only file system")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"{option} {path}: {existing} is not writable")
-
-
-class _StopFlag:
-    """First Ctrl-C or SIGTERM: finish the current step, checkpoint, stop. Second: stop at once.
-
-    A second signal within ``SAME_REQUEST_S`` of the first is the same request delivered twice:
-    GNU ``timeout`` signals its child and then the child's whole process group, and a batch
-    scheduler may signal every process of a job, so the driver gets one SIGTERM from each.
-    """
-
-    SAME_REQUEST_S = 2.0
-
-    def __init__(self) -> None:
-        self.set = False
-        self.signum = int(signal.SIGINT)
-        self.first_at = 0.0
-
-    def __call__(self, signum, frame) -> None:
-        if self.set:
-            if time.monotonic() - self.first_at < self.SAME_REQUEST_S:
-                return
-            raise KeyboardInterrupt
-        self.set, self.signum, self.first_at = True, int(signum), time.monotonic()
-        print(
-            f"\n{signal.Signals(signum).name}: finishing the current step and writing a checkpoint "
-            "(send it again to stop at once)",
-            file=sys.stderr,
-            flush=True,
-        )
-
-    @property
-    def exit_code(self) -> int:
-        """The shell's convention for a process ended by a signal: 128 + its number."""
-        return 128 + self.signum
+    return config, run_dir, None, None
 
 
 def _lock(run_dir: Path):
@@ -165,9 +126,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         shown = _resolve(args)[0] if args.resume else build_config(args.preset, args.config, args.overrides)
         print(config_yaml(shown), end="")
         return 0
-    config, run_dir, record = _resolve(args)
+    config, run_dir, record, resume_from = _resolve(args)
     # A resumed run whose driver is still alive is left alone (and never marked KILLED).
-    lock = _lock(run_dir) if record is not None else None
+    lock = _lock(run_dir) if record is not None and run_dir.is_dir() else None
     uri = None
     if record is not None:
         try:
@@ -202,8 +163,11 @@ def main(argv: Optional[list[str]] = None) -> int:
         except RuntimeError as exc:
             raise UsageError(str(exc)) from None
     storage = _connect_ray(config, run_dir, address) if args.backend == "ray" else None
+    location = storage_location(config, storage, run_dir)
+    if location is not None:  # shared storage: the run's state lives there too
+        claim_location(location, config, new_run=record is None)
     # Installed after ray.init, which sets a SIGTERM handler of its own (exit at once, run left RUNNING).
-    stop = _StopFlag()
+    stop = StopFlag()
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}
 
     # Nothing was created before this point.
@@ -229,10 +193,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                 },
             )
             log_curriculum_inputs(uri, run_id, config)
-        (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
         record = {"run_id": run_id, "tracking_uri": redact_uri(uri), "experiment": config.tracking.experiment}
-        (run_dir / "run.json").write_text(json.dumps(record, indent=2))
-        resume_from = None
+        save_run_files(run_dir, config, record, location)
         if uri is None:
             print(
                 f"run ({config.preset}) in {run_dir}; MLflow is not installed here, so metrics go to "
@@ -251,8 +213,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             if mark_killed_if_orphaned(uri, run_id):
                 print(f"run {run_id} was left RUNNING by a driver that is gone: marked KILLED, now resuming it")
             reopen_run(uri, run_id)
-        resume_from = latest_checkpoint(run_dir / "checkpoints")
-        (run_dir / "config.json").write_text(config.model_dump_json(indent=2))
+        save_run_files(run_dir, config, record, location)
 
     status: RunStatus = "FAILED"
     console = LiveBar()  # a live bar on a terminal, on either backend
@@ -278,9 +239,10 @@ def main(argv: Optional[list[str]] = None) -> int:
                 )
             )
         status = outcome.status
+        save_outcome(location, outcome)
     except KeyboardInterrupt:
         status = "KILLED"
-        print(f"{PROG}: aborted; resume with: {PROG} --resume {run_dir}", file=sys.stderr)
+        print(f"{PROG}: aborted; resume with: {PROG} --resume {location or run_dir}", file=sys.stderr)
         return stop.exit_code
     except Exception as exc:
         print(
@@ -306,7 +268,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         link = run_link(uri, run_id)
         print(f"MLflow: {serve}{link or f'experiment {config.tracking.experiment}, run {run_id}'}")
     if outcome.outcome == "killed":
-        print(f"stopped; resume with: {PROG} --resume {run_dir}", file=sys.stderr)
+        print(f"stopped; resume with: {PROG} --resume {location or run_dir}", file=sys.stderr)
         return stop.exit_code
     return 0
 
@@ -350,15 +312,19 @@ def _run_local(
     run_dir: Path,
     run_id: Optional[str],
     uri: Optional[str],
-    resume_from: Optional[Path],
-    stop: _StopFlag,
+    resume_from: Optional[str],
+    stop: StopFlag,
     console: LiveBar,
 ) -> RunOutcome:
     from curriculum.adapters.mlflow_model import final_model_logger
     from curriculum.adapters.mlflow_tracker import run_tracker
+    from curriculum.adapters.run_storage import fetch
     from curriculum.trainer.context import local_context
     from curriculum.trainer.loop import run_curriculum
 
+    if resume_from is not None:  # a checkpoint in storage (s3://...) is downloaded into the run directory
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        resume_from = fetch(resume_from, run_dir / "checkpoints")
     ctx = local_context(
         config.train.device,
         resume_from,

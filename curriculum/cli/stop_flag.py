@@ -1,0 +1,42 @@
+"""How the driver takes Ctrl-C and SIGTERM: the first asks for a checkpoint and a clean stop, a second
+(sent later) stops at once."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+
+
+class StopFlag:
+    """First Ctrl-C or SIGTERM: finish the current step, checkpoint, stop. Second: stop at once.
+
+    A second signal within ``SAME_REQUEST_S`` of the first is the same request delivered twice:
+    GNU ``timeout`` signals its child and then the child's whole process group, and a batch
+    scheduler may signal every process of a job, so the driver gets one SIGTERM from each.
+    """
+
+    SAME_REQUEST_S = 2.0
+
+    def __init__(self) -> None:
+        self.set = False
+        self.signum = int(signal.SIGINT)
+        self.first_at = 0.0
+
+    def __call__(self, signum, frame) -> None:
+        if self.set:
+            if time.monotonic() - self.first_at < self.SAME_REQUEST_S:
+                return
+            raise KeyboardInterrupt
+        self.set, self.signum, self.first_at = True, int(signum), time.monotonic()
+        print(
+            f"\n{signal.Signals(signum).name}: finishing the current step and writing a checkpoint "
+            "(send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for a process ended by a signal: 128 + its number."""
+        return 128 + self.signum

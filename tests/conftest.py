@@ -225,18 +225,21 @@ def start_mlflow_server(db: Path, port: int, log: Path) -> subprocess.Popen:
     )
 
 
-def wait_for_mlflow_server(proc: subprocess.Popen, port: int, log: Path, limit_s: float = 45.0) -> None:
+def wait_for_mlflow_server(
+    proc: subprocess.Popen, port: int, log: Path, limit_s: float = 45.0, path: str = "/health"
+) -> None:
+    """Until ``http://127.0.0.1:<port><path>`` answers 200 (``/ping`` for ``mlflow models serve``)."""
     deadline = time.monotonic() + limit_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"mlflow server exited: {log.read_text()[-2000:]}")
+            raise AssertionError(f"{proc.args[:4]} exited: {log.read_text()[-3000:]}")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as answer:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as answer:
                 if answer.status == 200:
                     return
         except OSError:
             time.sleep(0.25)
-    raise AssertionError(f"mlflow server did not answer in {limit_s} s: {log.read_text()[-2000:]}")
+    raise AssertionError(f"{proc.args[:4]} did not answer {path} in {limit_s} s: {log.read_text()[-3000:]}")
 
 
 def stop_mlflow_server(proc: subprocess.Popen) -> None:

@@ -199,20 +199,6 @@ def serve(cwd: Path, model: str, port: int, log: Path) -> subprocess.Popen:
     )
 
 
-def wait_for_ping(server: subprocess.Popen, port: int, log: Path, limit_s: float = 120.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise AssertionError(f"mlflow models serve exited: {log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"mlflow models serve did not answer /ping in {limit_s} s: {log.read_text()[-3000:]}")
-
-
 def test_evaluate_registers_the_model_and_mlflow_serves_it(local_run, mlflow_server):
     cwd, run_dir, _, _ = local_run
     registered, logged = [], []
@@ -237,7 +223,7 @@ def test_evaluate_registers_the_model_and_mlflow_serves_it(local_run, mlflow_ser
     port, log = mlflow_server.free_port(), cwd / "serve.log"
     server = serve(cwd, "models:/router/1", port, log)
     try:
-        wait_for_ping(server, port, log)
+        mlflow_server.wait(server, port, log, limit_s=120.0, path="/ping")
         tasks = generate_tasks(TaskSpec(size=10), count=8, seed=21)
         records = [{"inputs": row.tolist(), "vehicle": int(v)} for row, v in zip(tasks.inputs, tasks.vehicle)]
         status, answer = post(port, {"dataframe_records": records})

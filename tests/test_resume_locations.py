@@ -1,6 +1,6 @@
 """``--resume`` of a run directory or of the run's storage location, with real files and real checkpoints
 (of the smoke model, written as the training loop writes them) but no training: which checkpoint is taken,
-which run directory the run goes on in, and bad locations refused in one line with nothing created."""
+which run directory the run goes on in (bad locations: ``tests/faults/test_bad_input.py``)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,10 @@ import pytest
 
 from curriculum.adapters.checkpoint import save_checkpoint
 from curriculum.cli.resume import resolve_resume
-from curriculum.cli.run import PROG, main
 from curriculum.core.overrides import build_config
 from curriculum.core.scheduler import SchedulerState
 from hrm.model import HRM
-from oracle.cli_errors import UsageError, run_cli
+from oracle.cli_errors import UsageError
 
 CONFIG = build_config("smoke", None, ["scaling.storage=/unused"])
 
@@ -96,36 +95,3 @@ def test_a_storage_location_without_checkpoints_names_both_places(tmp_path, monk
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError, match=f"--resume {shared}: no checkpoint in {shared}"):
         resolve_resume(str(shared), [])
-
-
-def cli(argv, capsys) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as ended:
-        run_cli(lambda: main(argv), PROG)
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1, lines
-    return ended.value.code, lines[0]
-
-
-def test_bad_locations_are_one_line_naming_them_and_create_nothing(tmp_path, monkeypatch, capsys):
-    (tmp_path / "afile").write_text("")
-    (tmp_path / "empty").mkdir()
-    (tmp_path / "unreadable" / "config.json").mkdir(parents=True)  # a directory where the file should be
-    (tmp_path / "unreadable" / "run.json").write_text("{}")
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    cases = [
-        (str(tmp_path / "empty"), "missing config.json"),
-        (f"file://{tmp_path}/empty", "missing config.json"),
-        (f"file://{tmp_path}/nothing/here", "missing config.json"),
-        (f"file://{tmp_path}/afile/run", "missing config.json"),
-        ("nosuchfs://bucket/ray/run", "Unrecognized filesystem type"),
-        (str(tmp_path / "unreadable"), "cannot read it"),
-    ]
-    for location, needle in cases:
-        for backend in ("local", "ray"):
-            code, line = cli(["--resume", location, "--backend", backend], capsys)
-            assert code == 2 and location in line and needle in line, (location, line)
-    assert list(work.iterdir()) == [], "no run directory, no MLflow store"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty", "unreadable", "work"]
-    assert list((tmp_path / "empty").iterdir()) == []

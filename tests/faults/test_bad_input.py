@@ -195,3 +195,28 @@ def test_evaluate_on_cuda_without_a_gpu_says_so(tmp_path):
     assert result.stderr.strip() == (
         "python -m curriculum.evaluate: error: --device cuda: no CUDA device is available here (use --device cpu)"
     )
+
+
+def test_bad_resume_locations_are_one_line_naming_them_and_create_nothing(tmp_path, monkeypatch, capsys):
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "unreadable" / "config.json").mkdir(parents=True)  # a directory where the file should be
+    (tmp_path / "unreadable" / "run.json").write_text("{}")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    cases = [
+        (str(tmp_path / "empty"), "missing config.json"),
+        (f"file://{tmp_path}/empty", "missing config.json"),
+        (f"file://{tmp_path}/nothing/here", "missing config.json"),
+        (f"file://{tmp_path}/afile/run", "missing config.json"),
+        ("nosuchfs://bucket/ray/run", "Unrecognized filesystem type"),
+        (str(tmp_path / "unreadable"), "cannot read it"),
+    ]
+    for location, needle in cases:
+        for backend in ("local", "ray"):
+            code, line = cli(["--resume", location, "--backend", backend], capsys)
+            assert code == 2 and location in line and needle in line, (location, line)
+    assert list(work.iterdir()) == [], "no run directory, no MLflow store"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "empty", "unreadable", "work"]
+    assert list((tmp_path / "empty").iterdir()) == []

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import time
 
 import pytest
 
@@ -82,6 +83,19 @@ def test_a_killed_worker_is_restarted_from_the_last_checkpoint_in_the_same_run(
     assert_each_step_once(client, run, run_dir)
 
 
+def settled_checkpoint(runs, run_dir, quiet_s: float = 8.0, limit_s: float = 90.0) -> int:
+    """The newest checkpoint step once no new checkpoint has appeared for ``quiet_s`` seconds."""
+    deadline, last, since = time.monotonic() + limit_s, None, time.monotonic()
+    while time.monotonic() < deadline:
+        steps = runs.checkpoint_steps(run_dir)
+        if steps != last:
+            last, since = steps, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+        time.sleep(0.5)
+    return last[-1]
+
+
 def test_a_killed_driver_is_resumed_into_the_same_run(ray_head, runs, tmp_path):
     run_dir = tmp_path / "run"
     with runs.driver(
@@ -90,8 +104,9 @@ def test_a_killed_driver_is_resumed_into_the_same_run(ray_head, runs, tmp_path):
         test_cluster=True,
     ) as proc:
         runs.wait_for_checkpoint(run_dir, proc, at_least=60)
-    # Leaving the block killed the driver (SIGKILL to its process group).
-    killed_at = runs.checkpoint_steps(run_dir)[-1]
+    # Leaving the block killed the driver (SIGKILL to its process group). Its workers, on the test's
+    # own Ray cluster, may still write one checkpoint as they stop: wait until the run is quiet.
+    killed_at = settled_checkpoint(runs, run_dir)
     # Written by rename: whatever the kill interrupted, every file under a checkpoint's name is whole.
     for step in runs.checkpoint_steps(run_dir):
         assert load_checkpoint(run_dir / "checkpoints" / f"checkpoint-{step:09d}.pt")["step"] == step

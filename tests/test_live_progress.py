@@ -142,9 +142,13 @@ def test_training_metrics_reach_mlflow_on_the_cadence_before_any_evaluation(tmp_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     run_id = create_run(uri, "cadence", "cadence")
     shown: list[Progress] = []
-    ctx = local_context("cpu", say=lambda line: None, show_progress=shown.append)
+    said: list[str] = []
+    ctx = local_context("cpu", say=said.append, show_progress=shown.append)
     outcome = run_curriculum(config, ctx, MlflowTracker(uri, run_id), tmp_path / "run", run_id)
     assert outcome.step == 12
+    # The evaluation's console line carries the mean loss of its 12 steps, even when the cadence logged
+    # every one of them on its own.
+    assert any(re.match(r"step +12 \| .* \| loss \d+\.\d{3} \|", line) for line in said), said
     client = MlflowClient(uri)
     for name in ("train/loss", "perf/steps_per_s", "curriculum/stage", "curriculum/grid_size"):
         assert history_steps(client, run_id, name) == expected, name

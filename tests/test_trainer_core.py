@@ -13,6 +13,7 @@ from curriculum.core.overrides import build_config
 from curriculum.core.scheduler import Action, SchedulerState, Transition
 from curriculum.core.stopwatch import Stopwatch
 from curriculum.core.train_state import TrainState
+from curriculum.trainer.averages import TrainAverages
 from curriculum.trainer.checkpointing import Checkpoints
 from curriculum.trainer.context import WorkerContext, local_context
 from curriculum.trainer.evaluation import SUM_NAMES
@@ -115,6 +116,27 @@ def test_stopwatch_counts_wall_clock_across_resumes_and_training_time_between_ev
     assert (lap.elapsed, lap.steps_per_s) == (95.0, 4.0)
     assert watch.elapsed() == 95.0
     assert not watch.over(None) and not watch.over(95.1 / 60) and watch.over(95.0 / 60)
+
+
+def one_step(loss: float, connected: list[float]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A step's loss terms and per-sample metrics, as ``routing.training`` returns them."""
+    per_sample = torch.tensor(connected)
+    return {"total": torch.tensor(loss)}, {"connectivity": per_sample, "valid_route": per_sample}
+
+
+def test_an_evaluation_gets_the_means_since_the_last_evaluation_whatever_the_cadence_logged():
+    averages = TrainAverages()
+    averages.add(*one_step(3.0, [1.0, 0.0]))
+    assert averages.pop() == {"train/loss": 3.0, "train/connectivity": 0.5, "train/valid_route": 0.5}
+    averages.add(*one_step(1.0, [1.0, 1.0]))
+    assert averages.pop()["train/loss"] == 1.0
+    # The cadence emptied its own window just before the evaluation: the evaluation still gets both steps.
+    assert averages.pop() == {}
+    assert averages.pop_evaluation() == {"train/loss": 2.0, "train/connectivity": 0.75, "train/valid_route": 0.75}
+    assert averages.pop_evaluation() == {} and averages.pop() == {}
+    averages.add(*one_step(5.0, [0.0, 0.0]))
+    averages.pop_evaluation()
+    assert averages.pop() == {}  # the cadence's window starts over at an evaluation too
 
 
 class TwoRanks:

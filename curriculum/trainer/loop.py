@@ -82,7 +82,7 @@ def run_curriculum(
         if state.step % train.eval_every and state.step < train.max_steps and not flags.over_budget:
             live.after_step(state, last, averages)
             continue
-        last = evaluate(learner, heldout, state, watch.pause(state.step), averages.pop())
+        last = evaluate(learner, heldout, state, watch.pause(state.step), averages.pop_evaluation())
         state.decided(last.action, last.scheduler, last.lap.elapsed)
         _log(last, config, ctx, tracker, run_dir, learner, heldout)
         ctx.report(report_metrics(last, config), checkpoints.save(learner, state, watch))

@@ -90,8 +90,10 @@ def log_evaluation(record: Evaluation, config: RunConfig, tracker: Tracker, say:
         }
     )
     tracker.log_metrics(metrics, record.step)
+    # No loss when every step since the last evaluation was skipped or replayed an earlier stage.
+    loss = f"{train['train/loss']:.3f}" if "train/loss" in train else "  -  "
     say(
-        f"step {record.step:>6} | stage {record.stage} {size}x{size} | loss {train.get('train/loss', float('nan')):.3f}"
+        f"step {record.step:>6} | stage {record.stage} {size}x{size} | loss {loss}"
         f" | conn {means['connectivity']:.3f} | valid_route {means['valid_route']:.3f}"
         f" | optimal {means['optimal']:.3f} | excess {means['excess']:.2f} | {record.lap.steps_per_s:.2f} steps/s"
     )

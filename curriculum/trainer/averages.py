@@ -1,8 +1,9 @@
 """Running means of the training terms and metrics: since the last cadenced log, and since the last evaluation.
 
 Two windows because the wall-clock cadence of ``train/*`` points and the evaluations run independently:
-at 40x40 a step takes longer than the cadence, so a single window would leave an evaluation the means
-of one step, or of none (the step before it replayed an earlier stage, which is never averaged).
+from 20x20 on a cadenced point often falls on the step just before an evaluation, so a single window
+would leave that evaluation the means of one step, or of none (when that step replayed an earlier
+stage, which is never averaged).
 """
 
 from __future__ import annotations

@@ -168,6 +168,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         args.device,
         run_dir / "pictures",
         segments=args.segments,
+        errors=True,
     )
     arrivals = stage_arrivals(outcome, ladder)
     table = markdown_table(results, arrivals)
@@ -177,6 +178,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         f"{wall / 60:.1f} min wall, {args.count} held-out tasks per size on {args.device}"
     )
     print(table)
+    from routing.route_errors import errors_table
+
+    print(errors_table(results))
     (run_dir / "learning.json").write_text(
         json.dumps(
             {

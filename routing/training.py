@@ -19,6 +19,7 @@ from hrm.model import HRM, HRMCarry
 from routing.decode import decode_routes
 from routing.losses import PenaltyWeights, act_loss
 from routing.metrics import DECODED_METRICS, metric_sums, path_metrics
+from routing.route_errors import route_errors
 
 
 def score(
@@ -120,10 +121,15 @@ def train_step(
 
 @torch.no_grad()
 def evaluate(
-    model: HRM, batches: list[dict[str, torch.Tensor]], ema: Optional[EMA] = None, segments: Optional[int] = None
+    model: HRM,
+    batches: list[dict[str, torch.Tensor]],
+    ema: Optional[EMA] = None,
+    segments: Optional[int] = None,
+    errors: Optional[list[dict[str, torch.Tensor]]] = None,
 ) -> dict[str, torch.Tensor]:
     """Summed metrics (see ``routing.metrics.metric_sums``) over ``batches``, every sample run for ``segments``
-    ACT segments (default: the model's halt_max_steps)."""
+    ACT segments (default: the model's halt_max_steps). Given a list ``errors``, each batch's argmax error
+    breakdown (``routing.route_errors``) is appended to it."""
     totals: dict[str, torch.Tensor] = {}
     with ema.average_weights(model) if ema is not None else nullcontext():
         for batch in batches:
@@ -131,6 +137,8 @@ def evaluate(
             data = carry.current_data
             per_sample = score(outputs, data, carry.steps)
             per_sample.update(decoded_scores(outputs, data))
+            if errors is not None:
+                errors.append(route_errors(outputs["logits"].argmax(-1), data))
             sums = metric_sums(per_sample)
             for name, value in sums.items():
                 totals[name] = totals.get(name, 0) + value

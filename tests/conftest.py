@@ -24,6 +24,7 @@ from scipy.sparse.csgraph import dijkstra
 
 # Neighbour order of the documented canonical tie-break: up, left, down, right.
 CANONICAL_ORDER = ((-1, 0), (0, -1), (1, 0), (0, 1))
+ALTERNATIVE_ORDER = ((0, 1), (1, 0), (0, -1), (-1, 0))  # right, down, left, up: the canonical rule reversed
 
 
 def grid_graph(costs: np.ndarray, n: int) -> csr_matrix:
@@ -82,6 +83,28 @@ class Reference:
 @pytest.fixture(scope="session")
 def reference() -> Reference:
     return Reference()
+
+
+@pytest.fixture(scope="session")
+def two_optimal_routes(reference) -> tuple:
+    """(batch of one real 10x10 task, its label route, another optimal route of the same length), the
+    routes as bool masks over the cells."""
+    import torch
+
+    from oracle import TaskSpec, generate_tasks
+    from oracle.dataset import select
+    from oracle.vocab import PATH
+    from routing.batch import task_tensors
+
+    tasks = generate_tasks(TaskSpec(size=10), 64, seed=11)
+    for i in range(len(tasks)):
+        costs = tasks.costs[i].astype(np.float64)
+        dist = reference.distances_from(costs, 10, tasks.start[i])
+        other = reference.walk_back(costs, dist, 10, tasks.start[i], tasks.end[i], ALTERNATIVE_ORDER)
+        label = tasks.labels[i] == PATH
+        if not np.array_equal(other, label) and other.sum() == label.sum():
+            return task_tensors(select(tasks, np.array([i]))), torch.from_numpy(label), torch.from_numpy(other)
+    raise AssertionError("no task with a second optimal route of the same length")
 
 
 # ---------------------------------------------------------------- real Ray nodes for integration tests

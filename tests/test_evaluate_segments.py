@@ -43,3 +43,24 @@ def test_segment_counts_are_checked(trained):
     with pytest.raises(UsageError, match="--sizes"):
         evaluate_cli.main([str(trained), "--sizes", "65"])
     assert latest_checkpoint(trained / "checkpoints") is not None
+
+
+def test_errors_break_the_argmax_wrong_cells_down_by_kind(trained, capsys, tmp_path):
+    results = evaluate_cli.evaluate_checkpoint(
+        latest_checkpoint(trained / "checkpoints"), [8, 10], 24, picture_dir=None, errors=True
+    )
+    for means in results.values():
+        # The same argmax as the metrics: the breakdown's optimal is the table's optimal.
+        assert means["errors/optimal"] == pytest.approx(means["optimal"])
+        # Every wrong cell is a missing label cell or an extra cell, on another optimal route or on none.
+        parts = means["errors/missing"] + means["errors/extra_other_optimal"] + means["errors/extra_off_optimal"]
+        assert means["errors/wrong_cells"] == pytest.approx(parts)
+        histogram = [means[f"errors/wrong_{b}"] for b in ("0", "1", "2", "3-5", "6+")]
+        assert sum(histogram) == pytest.approx(1.0)
+        assert 0.0 <= means["errors/several_optimal"] <= 1.0
+    assert (
+        evaluate_cli.main([str(trained), "--sizes", "8", "--count", "6", "--errors", "--pictures", str(tmp_path)]) == 0
+    )
+    out = capsys.readouterr().out
+    assert "argmax errors" in out and "extra off opt" in out
+    assert sum(line.strip().startswith("8x8") for line in out.splitlines()) == 2  # metrics row and errors row

@@ -45,6 +45,8 @@ def test_curriculum_row_reports_every_size_and_when_each_stage_was_reached(tmp_p
     assert set(report["heldout"]) == {"8", "10"}
     for means in report["heldout"].values():
         assert 0.0 <= means["valid_route"] <= means["connectivity"] <= 1.0
+        assert means["errors/optimal"] == pytest.approx(means["optimal"])  # the breakdown of the same argmax
+    assert "argmax errors" in result.stdout
     # smoke promotes out of 8x8 within its step cap: the 10x10 row carries the step it got there.
     promotions = [t for t in report["outcome"]["transitions"] if t["action"] == "promote"]
     assert promotions and report["arrivals"]["10"][0] == promotions[0]["step"]

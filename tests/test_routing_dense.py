@@ -14,23 +14,6 @@ from oracle.vocab import PATH, VOCAB_SIZE
 from routing.batch import task_tensors
 from routing.losses import PenaltyWeights, act_loss, optimal_cells, preferred_optimal_labels
 
-ALTERNATIVE_ORDER = ((0, 1), (1, 0), (0, -1), (-1, 0))  # right, down, left, up: the canonical rule reversed
-
-
-def task_with_two_optimal_routes(reference):
-    """A real 10x10 task whose optimal routes include one other than the label, of the same length."""
-    tasks = generate_tasks(TaskSpec(size=10), 64, seed=11)
-    for i in range(len(tasks)):
-        costs = tasks.costs[i].astype(np.float64)
-        dist = reference.distances_from(costs, 10, tasks.start[i])
-        other = reference.walk_back(costs, dist, 10, tasks.start[i], tasks.end[i], ALTERNATIVE_ORDER)
-        label = tasks.labels[i] == PATH
-        if not np.array_equal(other, label) and other.sum() == label.sum():
-            from oracle.dataset import select
-
-            return task_tensors(select(tasks, np.array([i]))), torch.from_numpy(label), torch.from_numpy(other)
-    raise AssertionError("no task with a second optimal route of the same length")
-
 
 def confident_outputs(batch: dict[str, torch.Tensor], route: torch.Tensor) -> dict[str, torch.Tensor]:
     """Logits that mark ``route`` as PATH and copy the input token everywhere else."""
@@ -44,8 +27,8 @@ def confident_outputs(batch: dict[str, torch.Tensor], route: torch.Tensor) -> di
 ROUTE_TERMS = dict(path_class=1.0, sparsity=1.0, budget=1.0, coverage=0.5, connectivity=3.0)
 
 
-def test_any_optimal_loss_gives_no_extra_penalty_to_another_optimal_route(reference):
-    batch, label, other = task_with_two_optimal_routes(reference)
+def test_any_optimal_loss_gives_no_extra_penalty_to_another_optimal_route(two_optimal_routes):
+    batch, label, other = two_optimal_routes
     halt = torch.ones(1, dtype=torch.bool)
     weights = PenaltyWeights(**ROUTE_TERMS, detour=1.0, route_target="any_optimal")
     loss_label, _ = act_loss(confident_outputs(batch, label), batch, halt, weights)
@@ -58,8 +41,8 @@ def test_any_optimal_loss_gives_no_extra_penalty_to_another_optimal_route(refere
     assert float(plain_other) > float(plain_label) + 1.0
 
 
-def test_any_optimal_still_punishes_a_route_off_the_optimal_set(reference):
-    batch, label, _ = task_with_two_optimal_routes(reference)
+def test_any_optimal_still_punishes_a_route_off_the_optimal_set(two_optimal_routes):
+    batch, label, _ = two_optimal_routes
     on = optimal_cells(batch)[0]
     legal_off = torch.isfinite(batch["costs"][0]) & ~on
     padded = label | legal_off  # the route plus every legal cell on no optimal route
@@ -70,8 +53,8 @@ def test_any_optimal_still_punishes_a_route_off_the_optimal_set(reference):
     assert float(bad) > float(good) + 1.0
 
 
-def test_detour_is_zero_on_optimal_routes_and_grows_with_the_extra_cost(reference):
-    batch, label, other = task_with_two_optimal_routes(reference)
+def test_detour_is_zero_on_optimal_routes_and_grows_with_the_extra_cost(two_optimal_routes):
+    batch, label, other = two_optimal_routes
     weights = PenaltyWeights.off().model_copy(update={"detour": 1.0})
     halt = torch.ones(1, dtype=torch.bool)
     terms = {}
@@ -90,8 +73,8 @@ def test_detour_is_zero_on_optimal_routes_and_grows_with_the_extra_cost(referenc
     assert float(logs["detour"]) == pytest.approx(expected, rel=1e-3)
 
 
-def test_detour_has_a_gradient_that_lowers_path_probability_off_the_optimal_set(reference):
-    batch, label, _ = task_with_two_optimal_routes(reference)
+def test_detour_has_a_gradient_that_lowers_path_probability_off_the_optimal_set(two_optimal_routes):
+    batch, label, _ = two_optimal_routes
     grads = {}
     for weight in (0.0, 1.0):
         out = confident_outputs(batch, label)
@@ -168,8 +151,8 @@ def test_predict_runs_more_segments_than_training():
         model.predict(tasks, segments=0)
 
 
-def test_preferred_optimal_target_is_the_optimal_route_the_model_leans_to(reference):
-    batch, label, other = task_with_two_optimal_routes(reference)
+def test_preferred_optimal_target_is_the_optimal_route_the_model_leans_to(two_optimal_routes):
+    batch, label, other = two_optimal_routes
     halt = torch.ones(1, dtype=torch.bool)
     weights = PenaltyWeights(**ROUTE_TERMS, route_target="preferred_optimal")
     assert torch.equal(preferred_optimal_labels(confident_outputs(batch, other)["logits"], batch)[0] == PATH, other)

@@ -10,8 +10,10 @@ ladder, which the table's "tasks from" column says), from a seed no training str
 "thinking longer"). Prints a table, writes route pictures, and logs the results to the run's MLflow
 run (metrics ``evaluate/<size>/<metric>``, or ``evaluate/<size>/segments<k>/<metric>`` with
 ``--segments``, at the checkpoint's step, the table as artifacts under ``evaluate/``).
-``--register NAME`` also logs the checkpoint's weights (the EMA's where the run keeps one) as an
-MLflow model of that run and registers it as NAME (``curriculum.adapters.mlflow_model``).
+``--errors`` adds a table of where the argmax goes wrong (``routing.route_errors``), logged as
+``evaluate/<size>/errors/<field>``. ``--register NAME`` also logs the checkpoint's weights (the EMA's
+where the run keeps one) as an MLflow model of that run and registers it as NAME
+(``curriculum.adapters.mlflow_model``).
 """
 
 from __future__ import annotations
@@ -110,9 +112,11 @@ def evaluate_checkpoint(
     picture_dir: Optional[Path] = None,
     shown: int = 4,
     segments: Optional[int] = None,
+    errors: bool = False,
 ) -> dict[int, dict[str, float]]:
     """Held-out metric means per size for the model in checkpoint ``path``, each task run for ``segments``
-    ACT segments (default: the run's train.eval_segments, else the model's halt_max_steps)."""
+    ACT segments (default: the run's train.eval_segments, else the model's halt_max_steps). With ``errors``,
+    the means also hold the argmax error breakdown as ``errors/<field>`` (``routing.route_errors.summarise``)."""
 
     from curriculum.core.streams import evaluation_tasks
     from hrm.ema import EMA
@@ -120,6 +124,7 @@ def evaluate_checkpoint(
     from oracle.dataset import select
     from routing.batch import task_tensors
     from routing.metrics import means_from_sums
+    from routing.route_errors import concatenate, summarise
     from routing.training import evaluate, predict_tokens
 
     saved = load_checkpoint(path, map_location=device)
@@ -137,7 +142,10 @@ def evaluate_checkpoint(
     for size in sizes:
         tasks = evaluation_tasks(spec_for_size(config, size), config.train.seed, count)
         batches = [task_tensors(select(tasks, np.arange(i, min(i + 256, count))), device) for i in range(0, count, 256)]
-        results[size] = means_from_sums(evaluate(model, batches, ema, segments))
+        breakdown: Optional[list] = [] if errors else None
+        results[size] = means_from_sums(evaluate(model, batches, ema, segments, breakdown))
+        if breakdown:
+            results[size].update({f"errors/{k}": v for k, v in summarise(concatenate(breakdown)).items()})
         if picture_dir is not None and shown:
             from curriculum.adapters.pictures import render_routes
 
@@ -219,6 +227,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--pictures", type=Path, help="directory for route pictures (default next to the checkpoint)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the results to the run's MLflow run")
     parser.add_argument(
+        "--errors",
+        action="store_true",
+        help="also break the argmax's wrong cells down by kind (missing, on another optimal route, on none)",
+    )
+    parser.add_argument(
         "--register",
         metavar="NAME",
         help="log the checkpoint's weights as an MLflow model of the run and register it as NAME",
@@ -266,10 +279,16 @@ def main(argv: Optional[list[str]] = None) -> int:
     tables, logged, rows = [], {}, []
     for segments in segment_counts:
         try:
-            results = evaluate_checkpoint(path, sizes, args.count, args.device, picture_dir, segments=segments)
+            results = evaluate_checkpoint(
+                path, sizes, args.count, args.device, picture_dir, segments=segments, errors=args.errors
+            )
         except CheckpointError as exc:  # readable, but not a model of this project's shape
             raise UsageError(str(exc)) from None
         table = format_table(results, args.count, sources)
+        if args.errors:
+            from routing.route_errors import errors_table
+
+            table = f"{table}\n{errors_table(results)}"
         if segments is not None:
             table = f"{segments} ACT segments per task\n{table}"
         print(table)

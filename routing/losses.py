@@ -8,7 +8,9 @@
 ``route_target`` says which of several optimal routes the route terms teach: the canonical label;
 ``any_optimal``, where on a cell of some optimal route (start and end aside) the cross-entropy accepts
 either the input token or PATH and sparsity counts only cells on no optimal route; or
-``preferred_optimal``, the optimal route the model already finds most probable, as the label. The dense terms read the
+``preferred_optimal``, the optimal route the model already finds most probable, as the label.
+``path_class_cells`` says which cells the extra path-class cross-entropy weighs: the label route's, or
+those and their near-optimal rivals alike. The dense terms read the
 oracle's fields (``from_start``, ``to_end``: see ``oracle.fields``): ``detour`` weighs path
 probability by the least extra cost of any route through the cell, so of two connected routes the
 cheaper one costs less; ``optimal_set`` and ``cost_to_go`` train the model's route head.
@@ -42,6 +44,7 @@ COST_TO_GO_CAP = 4.0  # cost to the end, in optimal costs: far cells all read as
 
 
 RouteTarget = Literal["label", "any_optimal", "preferred_optimal"]
+PathClassCells = Literal["label", "near_optimal"]
 
 
 class PenaltyWeights(BaseModel):
@@ -91,6 +94,21 @@ class PenaltyWeights(BaseModel):
         ge=0.0,
         description="Smooth-L1 of the route head's second output against the cell's cost to the end / the "
         f"optimal cost (capped at {COST_TO_GO_CAP:g}), on cells that reach the end (needs model.route_head).",
+    )
+    path_class_cells: PathClassCells = Field(
+        "label",
+        description="Which cells the path_class cross-entropy averages over. label: the label route's. Those "
+        "then weigh about N²/L times a plain cell, and a model trained so marks every cell with more than a "
+        "1/(1 + that weight) chance of lying on the route. near_optimal: the route's cells and every legal "
+        "cell whose cheapest route through it costs at most near_slack more than the optimal cost: route "
+        "cells and their close rivals weigh alike, so the argmax decides those at even odds.",
+    )
+    near_slack: float = Field(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        description="With path_class_cells=near_optimal: the largest relative detour (cost of the cheapest "
+        "route through a cell / optimal cost - 1) of a cell the path_class term also weighs.",
     )
     route_target: RouteTarget = Field(
         "label",
@@ -174,9 +192,9 @@ def preferred_optimal_labels(logits: torch.Tensor, batch: dict[str, torch.Tensor
 
 
 # ---------------------------------------------------------------- penalties (each [B])
-def path_class_term(cell_ce: torch.Tensor, is_path: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy over the cells whose label is PATH."""
-    return (cell_ce * is_path).sum(-1) / is_path.sum(-1).clamp_min(1)
+def path_class_term(cell_ce: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over ``cells`` (the label route's, or those and their near-optimal rivals)."""
+    return (cell_ce * cells).sum(-1) / cells.sum(-1).clamp_min(1)
 
 
 def sparsity_term(p: torch.Tensor, is_path: torch.Tensor) -> torch.Tensor:
@@ -236,16 +254,21 @@ def connectivity_term(
     return -reach.view(B, n * n).gather(1, end.long().view(B, 1)).squeeze(1)
 
 
+def relative_detour(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, C] in [0, 1]: (cheapest route through the cell - optimal cost) / optimal cost, capped at 1 (1 also
+    where no route passes); 0 on every optimal route."""
+    optimal = batch["optimal_cost"].float().clamp_min(1).unsqueeze(-1)
+    return ((batch["from_start"] + batch["to_end"] - optimal) / optimal).nan_to_num(posinf=1.0).clamp(0.0, 1.0)
+
+
 def detour_term(p: torch.Tensor, batch: dict[str, torch.Tensor], legal: torch.Tensor, path_len: torch.Tensor):
     """Sum over legal cells of p times the cell's relative detour, per label route cell.
 
     A route through cell v costs at least from_start[v] + to_end[v]; its excess over the optimal cost
-    C*, divided by C* and capped at 1 (1 also where no route passes), bounds what marking v adds to the
-    route's cost. Cells of every optimal route weigh 0.
+    C*, divided by C* and capped at 1, bounds what marking v adds to the route's cost. Cells of every
+    optimal route weigh 0.
     """
-    optimal = batch["optimal_cost"].float().clamp_min(1).unsqueeze(-1)
-    slack = ((batch["from_start"] + batch["to_end"] - optimal) / optimal).nan_to_num(posinf=1.0).clamp(0.0, 1.0)
-    return (p * slack * legal).sum(-1) / path_len
+    return (p * relative_detour(batch) * legal).sum(-1) / path_len
 
 
 def route_head_terms(route: torch.Tensor, batch: dict[str, torch.Tensor], on_optimal: torch.Tensor, legal):
@@ -315,7 +338,10 @@ def act_loss(
         route_cells = on_optimal if any_optimal else is_path
         for name in on:
             if name == "path_class":
-                term = path_class_term(cell_ce, route_cells)
+                weighed = route_cells
+                if weights.path_class_cells == "near_optimal":
+                    weighed = route_cells | (~forbidden & (relative_detour(batch) <= weights.near_slack))
+                term = path_class_term(cell_ce, weighed)
             elif name == "sparsity":
                 term = sparsity_term(p, route_cells)
             elif name == "detour":

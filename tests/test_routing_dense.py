@@ -12,7 +12,7 @@ from hrm.model import HRM
 from oracle import TaskSpec, generate_tasks
 from oracle.vocab import PATH, VOCAB_SIZE
 from routing.batch import task_tensors
-from routing.losses import PenaltyWeights, act_loss, optimal_cells, preferred_optimal_labels
+from routing.losses import PenaltyWeights, act_loss, optimal_cells, preferred_optimal_labels, relative_detour
 
 
 def confident_outputs(batch: dict[str, torch.Tensor], route: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -181,3 +181,29 @@ def test_preferred_optimal_routes_are_optimal_for_any_probabilities():
             np.where(label, 0.9, 0.1), tasks.costs, tasks.start, tasks.end, from_start, to_end, tasks.optimal_cost
         )
         assert np.array_equal(again, label)
+
+
+def test_near_optimal_path_class_weighs_close_rivals_of_the_route_and_not_far_cells(two_optimal_routes):
+    batch, label, _ = two_optimal_routes
+    legal = torch.isfinite(batch["costs"][0])
+    detour = relative_detour(batch)[0]
+    rival = int(torch.nonzero(legal & ~label & (detour > 0) & (detour <= 0.25))[0])
+    far = int(torch.nonzero(legal & (detour > 0.5))[0])
+    halt = torch.ones(1, dtype=torch.bool)
+
+    def path_class(route: torch.Tensor, cells: str) -> float:
+        weights = PenaltyWeights(**ROUTE_TERMS, path_class_cells=cells, near_slack=0.25)
+        return float(act_loss(confident_outputs(batch, route), batch, halt, weights)[1]["path_class"])
+
+    with_rival, with_far = label.clone(), label.clone()
+    with_rival[rival] = True
+    with_far[far] = True
+    # The label-only term reads label cells alone: marking any other cell leaves it as it was.
+    assert path_class(with_rival, "label") == pytest.approx(path_class(label, "label"))
+    # near_optimal also weighs the rival, at the same weight as a route cell, but not the far cell.
+    assert path_class(with_rival, "near_optimal") > path_class(label, "near_optimal") + 0.1
+    assert path_class(with_far, "near_optimal") == pytest.approx(path_class(label, "near_optimal"))
+    # Leaving out a route cell costs it as much as marking the rival.
+    without = label.clone()
+    without[int(torch.nonzero(label & (batch["labels"][0] == PATH))[1])] = False
+    assert path_class(without, "near_optimal") == pytest.approx(path_class(with_rival, "near_optimal"), rel=1e-3)

@@ -16,8 +16,9 @@ import torch
 
 from hrm.ema import EMA
 from hrm.model import HRM, HRMCarry
+from oracle.vocab import PATH
 from routing.decode import decode_routes
-from routing.losses import PenaltyWeights, act_loss
+from routing.losses import PenaltyWeights, act_loss, log_stablemax
 from routing.metrics import DECODED_METRICS, metric_sums, path_metrics
 from routing.route_errors import route_errors
 
@@ -138,7 +139,8 @@ def evaluate(
             per_sample = score(outputs, data, carry.steps)
             per_sample.update(decoded_scores(outputs, data))
             if errors is not None:
-                errors.append(route_errors(outputs["logits"].argmax(-1), data))
+                path_probability = log_stablemax(outputs["logits"], dim=-1)[..., PATH].exp().float()
+                errors.append(route_errors(outputs["logits"].argmax(-1), data, path_probability))
             sums = metric_sums(per_sample)
             for name, value in sums.items():
                 totals[name] = totals.get(name, 0) + value

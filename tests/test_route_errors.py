@@ -109,3 +109,20 @@ def test_summary_splits_optimal_by_how_many_optimal_routes_a_task_has(reference)
     assert len(histogram) == len(WRONG_CELL_BINS)
     assert sum(summary[key] for key in histogram) == pytest.approx(1.0)
     assert summary["wrong_0"] == pytest.approx(1 - np.mean(several))
+
+
+def test_sure_and_unsure_marks_are_scored_against_the_label_route(two_optimal_routes, reference):
+    batch, label, _ = two_optimal_routes
+    cell, _ = far_off_cell(batch, reference_optimal_cells(reference, batch, 10), 10)
+    route = label.clone()
+    route[cell] = True
+    probability = torch.where(label, 0.95, 0.05).unsqueeze(0)
+    probability[0, cell] = 0.6  # marked, but unsure
+    errors = route_errors(tokens(batch, route), batch, probability)
+    assert float(errors["marked_sure"][0]) == int(label.sum())
+    assert float(errors["marked_sure_on_label"][0]) == int(label.sum())
+    assert float(errors["marked_unsure"][0]) == 1.0
+    assert float(errors["marked_unsure_on_label"][0]) == 0.0
+    summary = summarise(errors)
+    assert summary["label_share_sure"] == 1.0 and summary["label_share_unsure"] == 0.0
+    assert "label_share_sure" not in summarise(route_errors(tokens(batch, route), batch))

@@ -254,11 +254,16 @@ def connectivity_term(
     return -reach.view(B, n * n).gather(1, end.long().view(B, 1)).squeeze(1)
 
 
-def relative_detour(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[B, C] in [0, 1]: (cheapest route through the cell - optimal cost) / optimal cost, capped at 1 (1 also
-    where no route passes); 0 on every optimal route."""
+def route_slack(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, C]: (cheapest route through the cell - optimal cost) / optimal cost; 0 on every optimal route,
+    +inf where no route passes."""
     optimal = batch["optimal_cost"].float().clamp_min(1).unsqueeze(-1)
-    return ((batch["from_start"] + batch["to_end"] - optimal) / optimal).nan_to_num(posinf=1.0).clamp(0.0, 1.0)
+    return (batch["from_start"] + batch["to_end"] - optimal) / optimal
+
+
+def relative_detour(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``route_slack`` capped at 1 (1 also where no route passes): [B, C] in [0, 1]."""
+    return route_slack(batch).nan_to_num(posinf=1.0).clamp(0.0, 1.0)
 
 
 def detour_term(p: torch.Tensor, batch: dict[str, torch.Tensor], legal: torch.Tensor, path_len: torch.Tensor):

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from hrm.model import grid_side
 from oracle.vocab import PATH
-from routing.losses import optimal_cells
+from routing.losses import optimal_cells, route_slack
 from routing.metrics import path_metrics
 
 WRONG_CELL_BINS = ((0, 0), (1, 1), (2, 2), (3, 5), (6, None))  # inclusive ranges of the histogram
@@ -41,21 +41,24 @@ SURE = 0.9  # path probability above which a marked cell counts as "sure"
 
 
 def route_errors(
-    pred: torch.Tensor, batch: dict[str, torch.Tensor], path_probability: Optional[torch.Tensor] = None
+    pred: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    path_probability: Optional[torch.Tensor] = None,
+    optimal: Optional[torch.Tensor] = None,
 ) -> dict[str, torch.Tensor]:
     """The per-sample breakdown above for argmax tokens ``pred`` [B, N*N] (float tensors [B]).
 
     ``batch``: the tensors of ``routing.batch.task_tensors`` (labels, costs, start, end, optimal_cost,
     from_start, to_end). ``path_probability`` [B, N*N]: the model's probability of PATH per cell (the
     distribution its loss trains), which splits the marked cells into sure and unsure ones: how often
-    each lies on the label route says how far the argmax's marks are calibrated."""
+    each lies on the label route says how far the argmax's marks are calibrated. ``optimal`` [B]: the
+    metric as ``routing.metrics.path_metrics`` already gave it for ``pred`` (computed here otherwise)."""
     predicted = pred == PATH
     label = batch["labels"] == PATH
     on_optimal = optimal_cells(batch)
     extra = predicted & ~label
     off_optimal = extra & ~on_optimal
-    optimal_cost = batch["optimal_cost"].float().clamp_min(1).unsqueeze(-1)
-    slack = (batch["from_start"] + batch["to_end"] - optimal_cost) / optimal_cost
+    slack = route_slack(batch)
     worst_slack = torch.where(off_optimal, slack, torch.zeros_like(slack)).amax(-1)
 
     n = grid_side(pred.shape[1])
@@ -64,9 +67,10 @@ def route_errors(
     neighbours = F.conv2d(grid, cross, padding=1).view(-1, n * n)
     isolated = predicted & (neighbours == 0)
 
-    optimal = path_metrics(pred, batch["labels"], batch["costs"], batch["start"], batch["end"], batch["optimal_cost"])[
-        "optimal"
-    ]
+    if optimal is None:
+        optimal = path_metrics(
+            pred, batch["labels"], batch["costs"], batch["start"], batch["end"], batch["optimal_cost"]
+        )["optimal"]
     calibration = {}
     if path_probability is not None:
         sure = predicted & (path_probability >= SURE)

@@ -140,7 +140,8 @@ def evaluate(
             per_sample.update(decoded_scores(outputs, data))
             if errors is not None:
                 path_probability = log_stablemax(outputs["logits"], dim=-1)[..., PATH].exp().float()
-                errors.append(route_errors(outputs["logits"].argmax(-1), data, path_probability))
+                pred = outputs["logits"].argmax(-1)
+                errors.append(route_errors(pred, data, path_probability, per_sample["optimal"]))
             sums = metric_sums(per_sample)
             for name, value in sums.items():
                 totals[name] = totals.get(name, 0) + value

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Optional
 
 VARIANTS = ("curriculum", "direct", "onestep", "fullbp-ema", "anyopt", "detour", "head")
-COLUMNS = ("connectivity", "valid_route", "optimal", "cost_ratio", "exact", "decoded_optimal")
+COLUMNS = ("connectivity", "valid_route", "optimal", "cost_ratio", "exact", "decoded_optimal", "fewest_cells_optimal")
 # The oracle-supervised levers, each added on top of the previous one, on every stage.
 LEVERS = {
     "anyopt": {"penalties.route_target": "any_optimal"},

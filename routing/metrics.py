@@ -17,6 +17,8 @@ Per sample, from argmax predictions (``pred`` tokens) against the task:
 | act_steps     | ACT segments used                                                                 |
 | decoded_*     | optimal / cost_ratio / excess of the decoded route (``routing.decode``): the most |
 |               | probable legal chain under the model's path probabilities (evaluation only)       |
+| fewest_cells_* | the same three of the legal chain with the fewest cells: a cost-blind reference  |
+|               | that reads no model (evaluation only)                                             |
 
 Connectivity and the inside-route cost come from one batched min-plus relaxation over all samples
 at once (row and column scans, see ``route_costs_inside``), never from a per-sample Python search. "optimal" follows the
@@ -34,7 +36,10 @@ from hrm.model import grid_side
 from oracle.vocab import PATH
 
 VALID_ROUTE_MAX_EXCESS = 1.5
-DECODED_METRICS = ("decoded_optimal", "decoded_cost_ratio", "decoded_excess")  # evaluation only
+# Metrics of a single-chain route read beside the argmax, in evaluation only (see ``routing.decode``).
+CHAIN_METRICS = ("optimal", "cost_ratio", "excess")
+DECODED_METRICS = tuple(f"decoded_{name}" for name in CHAIN_METRICS)
+FEWEST_CELLS_METRICS = tuple(f"fewest_cells_{name}" for name in CHAIN_METRICS)
 METRIC_NAMES = (
     "path_ratio",
     "excess",
@@ -48,6 +53,7 @@ METRIC_NAMES = (
     "q_halt_accuracy",
     "act_steps",
     *DECODED_METRICS,
+    *FEWEST_CELLS_METRICS,
 )
 # cost_ratio averages over connected samples only; every other metric over all samples.
 _CONNECTED_ONLY = ("cost_ratio",)

@@ -17,9 +17,9 @@ import torch
 from hrm.ema import EMA
 from hrm.model import HRM, HRMCarry
 from oracle.vocab import PATH
-from routing.decode import decode_routes
+from routing.decode import decode_routes, fewest_cell_routes
 from routing.losses import PenaltyWeights, act_loss, log_stablemax
-from routing.metrics import DECODED_METRICS, metric_sums, path_metrics
+from routing.metrics import CHAIN_METRICS, metric_sums, path_metrics
 from routing.route_errors import route_errors
 
 
@@ -40,18 +40,21 @@ def score(
         )
 
 
+def _chain_scores(route: torch.Tensor, data: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    """Per-sample ``<prefix>_<metric>`` (``routing.metrics.CHAIN_METRICS``) of a single-chain ``route`` for ``data``."""
+    scored = path_metrics(route, data["labels"], data["costs"], data["start"], data["end"], data["optimal_cost"])
+    # A legal chain always exists (every task is routable), so the cost ratio averages over all samples.
+    return {f"{prefix}_{name}": scored[name] for name in CHAIN_METRICS}
+
+
 def decoded_scores(outputs: dict[str, torch.Tensor], data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Per-sample ``decoded_*`` metrics of the decoded route (``routing.decode``), beside the argmax's."""
-    decoded = path_metrics(
-        decode_routes(outputs["logits"], data),
-        data["labels"],
-        data["costs"],
-        data["start"],
-        data["end"],
-        data["optimal_cost"],
-    )
-    # A legal chain always exists (every task is routable), so the cost ratio averages over all samples.
-    return {name: decoded[name.removeprefix("decoded_")] for name in DECODED_METRICS}
+    return _chain_scores(decode_routes(outputs["logits"], data), data, "decoded")
+
+
+def fewest_cells_scores(data: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per-sample ``fewest_cells_*`` metrics of the cost-blind fewest-cell route (``routing.decode``)."""
+    return _chain_scores(fewest_cell_routes(data), data, "fewest_cells")
 
 
 def forward_loss(
@@ -138,6 +141,7 @@ def evaluate(
             data = carry.current_data
             per_sample = score(outputs, data, carry.steps)
             per_sample.update(decoded_scores(outputs, data))
+            per_sample.update(fewest_cells_scores(data))
             if errors is not None:
                 path_probability = log_stablemax(outputs["logits"], dim=-1)[..., PATH].exp().float()
                 pred = outputs["logits"].argmax(-1)

@@ -30,7 +30,10 @@ def test_a_model_trained_on_small_grids_is_evaluated_at_64x64_with_more_segments
     assert "1 ACT segments per task" in out and "3 ACT segments per task" in out
     rows = [line for line in out.splitlines() if line.strip().startswith(("8x8", "64x64"))]
     assert len(rows) == 4
-    assert "decoded_optimal" in out
+    assert "decoded_optimal" in out and "fewest_cells_optimal" in out
+    # The cost-blind reference reads the tasks alone: the same per size whatever the segments.
+    fewest = [float(row.split("|")[-1]) for row in rows]
+    assert fewest[0] == fewest[2] and fewest[1] == fewest[3]
     # act_steps is the number of segments each task ran
     act = [float(row.split("|")[10]) for row in rows]  # after grid, tasks, tasks from and 7 metrics
     assert act == [1.0, 1.0, 3.0, 3.0]

@@ -48,6 +48,7 @@ COLUMNS = (
     "act_steps",
     "decoded_optimal",
     "decoded_cost_ratio",
+    "fewest_cells_optimal",
 )
 
 
@@ -104,6 +105,25 @@ def task_source(config: RunConfig, size: int) -> str:
     return "default"
 
 
+def load_trained(path: Path, max_size: int, device: str = "cpu") -> tuple[RunConfig, Any, Any]:
+    """``(config, model, ema)`` of the checkpoint at ``path``, the model able to read grids up to ``max_size``
+    (``ema`` None when the run kept no average). Raises ``CheckpointError`` for an unreadable checkpoint."""
+    from hrm.ema import EMA
+    from hrm.model import HRM
+
+    saved = load_checkpoint(path, map_location=device)
+    ema = None
+    with restoring(path):
+        config = RunConfig.model_validate_json(saved["config"])
+        # max_grid only bounds the inputs; the weights hold no per-size table, so larger grids run as they are.
+        model = HRM(config.model.model_copy(update={"max_grid": max(config.model.max_grid, max_size)})).to(device)
+        model.load_state_dict(saved["model"])
+        if saved.get("ema") is not None and config.model.ema_decay:
+            ema = EMA(model, config.model.ema_decay)
+            ema.load_state_dict(saved["ema"])
+    return config, model, ema
+
+
 def evaluate_checkpoint(
     path: Path,
     sizes: list[int],
@@ -119,24 +139,13 @@ def evaluate_checkpoint(
     the means also hold the argmax error breakdown as ``errors/<field>`` (``routing.route_errors.summarise``)."""
 
     from curriculum.core.streams import evaluation_tasks
-    from hrm.ema import EMA
-    from hrm.model import HRM
     from oracle.dataset import select
     from routing.batch import task_tensors
     from routing.metrics import means_from_sums
     from routing.route_errors import concatenate, summarise
     from routing.training import evaluate, predict_tokens
 
-    saved = load_checkpoint(path, map_location=device)
-    ema = None
-    with restoring(path):
-        config = RunConfig.model_validate_json(saved["config"])
-        # max_grid only bounds the inputs; the weights hold no per-size table, so larger grids run as they are.
-        model = HRM(config.model.model_copy(update={"max_grid": max([config.model.max_grid, *sizes])})).to(device)
-        model.load_state_dict(saved["model"])
-        if saved.get("ema") is not None and config.model.ema_decay:
-            ema = EMA(model, config.model.ema_decay)
-            ema.load_state_dict(saved["ema"])
+    config, model, ema = load_trained(path, max(sizes), device)
     segments = segments if segments is not None else config.train.eval_segments
     results = {}
     for size in sizes:
@@ -167,12 +176,15 @@ def evaluate_checkpoint(
 
 
 def format_table(results: dict[int, dict[str, float]], count: int, sources: dict[int, str]) -> str:
-    header = f"{'grid':>6} | {'tasks':>6} | {'tasks from':<10} | " + " | ".join(f"{c:>12}" for c in COLUMNS)
+    widths = [max(12, len(c)) for c in COLUMNS]
+    header = f"{'grid':>6} | {'tasks':>6} | {'tasks from':<10} | " + " | ".join(
+        f"{c:>{w}}" for c, w in zip(COLUMNS, widths)
+    )
     rows = [header, "-" * len(header)]
     for size, means in results.items():
         rows.append(
             f"{size:>2}x{size:<3} | {count:>6} | {sources[size]:<10} | "
-            + " | ".join(f"{means.get(c, float('nan')):>12.3f}" for c in COLUMNS)
+            + " | ".join(f"{means.get(c, float('nan')):>{w}.3f}" for c, w in zip(COLUMNS, widths))
         )
     if "default" in sources.values():
         rows.append("default: a size outside the run's ladder, drawn with the default task settings (oracle.TaskSpec)")

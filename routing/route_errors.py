@@ -131,7 +131,7 @@ def summarise(errors: dict[str, torch.Tensor]) -> dict[str, float]:
     )
     for low, high in WRONG_CELL_BINS:
         inside = (wrong >= low) if high is None else ((wrong >= low) & (wrong <= high))
-        summary[f"wrong_{low}" + ("+" if high is None else "" if high == low else f"-{high}")] = _mean(inside)
+        summary[f"wrong_{low}" + ("_or_more" if high is None else "" if high == low else f"-{high}")] = _mean(inside)
     return summary
 
 
@@ -151,7 +151,7 @@ ERROR_COLUMNS = (
     ("wrong_1", "1 wrong"),
     ("wrong_2", "2 wrong"),
     ("wrong_3-5", "3-5 wrong"),
-    ("wrong_6+", "6+ wrong"),
+    ("wrong_6_or_more", "6+ wrong"),
 )
 
 

@@ -177,6 +177,7 @@ def test_evaluate_cli_prints_a_table_per_size_and_writes_pictures(local_run):
             "24",
             "--pictures",
             str(cwd / "eval-pics"),
+            "--errors",
         ],
         capture_output=True,
         text=True,
@@ -185,13 +186,17 @@ def test_evaluate_cli_prints_a_table_per_size_and_writes_pictures(local_run):
     )
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.strip().startswith(("8x8", "12x12"))]
-    assert len(rows) == 2 and all("24" in row for row in rows)
+    assert len(rows) == 4  # the metrics table, then the errors table
+    rows = rows[:2]
+    assert all("24" in row for row in rows)
     assert "connectivity" in result.stdout and "valid_route" in result.stdout
     # 8 is the run's stage 0; 12 is outside its ladder, and the table says so.
     assert "| stage 0" in rows[0] and "| default" in rows[1] and "outside the run's ladder" in result.stdout
     client, run = mlflow_run(cwd, run_dir)
+    assert "not logged" not in result.stderr
     for size in (8, 12):
-        assert f"evaluate/{size}/valid_route" in run.data.metrics, size
+        for name in ("valid_route", "fewest_cells_optimal", "errors/missing", "errors/wrong_6_or_more"):
+            assert f"evaluate/{size}/{name}" in run.data.metrics, (size, name)
     logged = {a.path for a in client.list_artifacts(run.info.run_id, "evaluate")}
     assert any(p.endswith(".txt") for p in logged) and any(p.endswith(".json") for p in logged)
     assert sorted(p.name for p in (cwd / "eval-pics").iterdir()) == ["evaluate-12x12.png", "evaluate-8x8.png"]

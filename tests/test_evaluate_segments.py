@@ -58,7 +58,7 @@ def test_errors_break_the_argmax_wrong_cells_down_by_kind(trained, capsys, tmp_p
         # Every wrong cell is a missing label cell or an extra cell, on another optimal route or on none.
         parts = means["errors/missing"] + means["errors/extra_other_optimal"] + means["errors/extra_off_optimal"]
         assert means["errors/wrong_cells"] == pytest.approx(parts)
-        histogram = [means[f"errors/wrong_{b}"] for b in ("0", "1", "2", "3-5", "6+")]
+        histogram = [means[f"errors/wrong_{b}"] for b in ("0", "1", "2", "3-5", "6_or_more")]
         assert sum(histogram) == pytest.approx(1.0)
         assert 0.0 <= means["errors/several_optimal"] <= 1.0
     assert (

@@ -2,8 +2,8 @@
 
 ``tests/golden/presets.json`` holds every preset's raw dict as the old ``preset_dict(name)`` returned it
 (generated from the code at commit c978dbe, not typed by hand; `tiny` and `gpu` regenerated from their
-functions when they were retuned to gate the last stage on optimal routes and to remember earlier stages; `tiny` again when narrowed
-to width 96).
+functions when they were retuned to gate the last stage on optimal routes and to remember earlier
+stages; `tiny` again when it was narrowed to width 96).
 """
 
 from __future__ import annotations

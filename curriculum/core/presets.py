@@ -147,9 +147,9 @@ def tiny() -> RunConfig:
         # numbers the gate reads, and with lr 1e-3 instead of 2e-3 valid_route at step 1,000 went
         # from 0.34 (lr 2e-3, no EMA) and 0.35 (lr 2e-3, EMA) to 0.46.
         # Width 96, not the cpu preset's 128: the MLP's inner width rounds to 256 instead of 512, so a
-        # step costs 42% of the weight multiply-adds, and per step it learnt at least as much. On a 2-core
-        # CPU capped at AVX2 the 30-minute main job left 10x10 at 9.7 minutes instead of 18.7 and ended
-        # with 20x20 valid_route 0.781 instead of 0.301.
+        # step costs 42% of the weight multiply-adds. At equal minutes on 10x10 it was ahead of width 128
+        # on one seed and level on another; on a 2-core CPU capped at AVX2 the 30-minute main job (seed 0)
+        # left 10x10 at 9.7 minutes instead of 18.7 and ended with 20x20 valid_route 0.781, not 0.301.
         model=model_preset(
             "cpu", hidden_size=96, halt_max_steps=2, q_continue=False, cpu_dtype="auto", ema_decay=0.995
         ),

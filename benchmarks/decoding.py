@@ -51,24 +51,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", default="1,2,4,8,16", help="candidate counts, comma-separated")
     parser.add_argument("--segments", type=int, help="ACT segments (default: the run's evaluation setting)")
     args = parser.parse_args(argv)
-    from contextlib import nullcontext
-
-    from curriculum.adapters.checkpoint import latest_checkpoint
-    from curriculum.cli.evaluate import load_trained, spec_for_size
+    from curriculum.cli.evaluate import checkpoint_in, load_trained, spec_for_size
     from curriculum.core.streams import evaluation_tasks
     from oracle.dataset import select
     from oracle.vocab import PATH
     from routing.batch import task_tensors
+    from routing.training import predict_logits
 
     sizes = [int(s) for s in args.sizes.split(",")]
     ks = sorted({int(k) for k in args.k.split(",")})
     if min(ks) < 1 or args.count < 1:
         parser.error("--k and --count must be positive")
-    path = args.run
-    if path.is_dir():
-        path = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
-        if path is None:
-            parser.error(f"{args.run}: no checkpoint found")
+    path = checkpoint_in(args.run)
+    if path is None:
+        parser.error(f"{args.run}: no checkpoint found")
     config, model, ema = load_trained(path, max(sizes))
     segments = args.segments if args.segments is not None else config.train.eval_segments
     print(f"{path}: best of K chains by exact cost, {args.count} held-out tasks per size", flush=True)
@@ -79,9 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         probabilities = []
         for first in range(0, args.count, 256):
             batch = task_tensors(select(tasks, np.arange(first, min(first + 256, args.count))))
-            with torch.no_grad(), ema.average_weights(model) if ema is not None else nullcontext():
-                _, outputs = model.predict(batch, segments)
-            probabilities.append(torch.softmax(outputs["logits"].float(), -1)[..., PATH].double().numpy())
+            logits = predict_logits(model, batch, ema, segments)
+            probabilities.append(torch.softmax(logits.float(), -1)[..., PATH].double().numpy())
         weights = {"model": -np.log(np.clip(np.concatenate(probabilities), 1e-12, 1.0))}
         weights["fewest cells (no model)"] = np.ones_like(weights["model"])
         for ranking, weight in weights.items():

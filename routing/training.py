@@ -157,6 +157,14 @@ def predict_tokens(
     model: HRM, batch: dict[str, torch.Tensor], ema: Optional[EMA] = None, segments: Optional[int] = None
 ) -> torch.Tensor:
     """Argmax tokens [B, N*N] after ``segments`` segments (for pictures and the evaluation CLI)."""
+    return predict_logits(model, batch, ema, segments).argmax(-1)
+
+
+@torch.no_grad()
+def predict_logits(
+    model: HRM, batch: dict[str, torch.Tensor], ema: Optional[EMA] = None, segments: Optional[int] = None
+) -> torch.Tensor:
+    """Output logits [B, N*N, V] after ``segments`` segments, under the EMA's weights when given."""
     with ema.average_weights(model) if ema is not None else nullcontext():
         _, outputs = model.predict(batch, segments)
-    return outputs["logits"].argmax(-1)
+    return outputs["logits"]

@@ -105,6 +105,13 @@ def task_source(config: RunConfig, size: int) -> str:
     return "default"
 
 
+def checkpoint_in(path: Path) -> Optional[Path]:
+    """``path`` itself for a file; for a run directory its latest checkpoint (None when it has none)."""
+    if not path.is_dir():
+        return path
+    return latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
+
+
 def load_trained(path: Path, max_size: int, device: str = "cpu") -> tuple[RunConfig, Any, Any]:
     """``(config, model, ema)`` of the checkpoint at ``path``, the model able to read grids up to ``max_size``
     (``ema`` None when the run kept no average). Raises ``CheckpointError`` for an unreadable checkpoint."""
@@ -264,12 +271,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     segment_counts = _parse_segments(args.segments)
     if args.count <= 0:
         raise UsageError(f"--count must be positive, got {args.count}")
-    path = args.checkpoint
-    if path.is_dir():
-        found = latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
-        if found is None:
-            raise UsageError(f"{path}: no checkpoint found")
-        path = found
+    path = checkpoint_in(args.checkpoint)
+    if path is None:
+        raise UsageError(f"{args.checkpoint}: no checkpoint found")
     try:
         saved = load_checkpoint(path)
         config = RunConfig.model_validate_json(saved["config"])

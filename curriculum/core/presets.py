@@ -150,6 +150,8 @@ def tiny() -> RunConfig:
         # step costs 42% of the weight multiply-adds. At equal minutes on 10x10 it was ahead of width 128
         # on one seed and level on another; on a 2-core CPU capped at AVX2 the 30-minute main job (seed 0)
         # left 10x10 at 9.7 minutes instead of 18.7 and ended with 20x20 valid_route 0.781, not 0.301.
+        # Over 100 minutes it ends behind width 128 on 40x40 (valid_route 0.469 against 0.756): long
+        # CPU runs add model.hidden_size=128.
         model=model_preset(
             "cpu", hidden_size=96, halt_max_steps=2, q_continue=False, cpu_dtype="auto", ema_decay=0.995
         ),

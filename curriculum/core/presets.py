@@ -148,9 +148,10 @@ def tiny() -> RunConfig:
         # from 0.34 (lr 2e-3, no EMA) and 0.35 (lr 2e-3, EMA) to 0.46.
         # Width 96, not the cpu preset's 128: the MLP's inner width rounds to 256 instead of 512, so a
         # step costs 42% of the weight multiply-adds. At equal minutes on 10x10 it was ahead of width 128
-        # on one seed and level on another; on a 2-core CPU capped at AVX2 the 30-minute main job (seed 0)
-        # left 10x10 at 9.7 minutes instead of 18.7 and ended with 20x20 valid_route 0.781, not 0.301
-        # (seed 1 left 10x10 at 15.7 minutes).
+        # on one seed and level on another. On a 2-core CPU capped at AVX2 the 30-minute main job left 10x10
+        # at 9.7 minutes against 18.7 at width 128 on seed 0, but at 15.7 against 11.4 on seed 1: over the
+        # two seeds level on 10x10 optimal (0.430 and 0.283 against 0.354 and 0.344). It stays for its
+        # 1.2-1.5x faster steps, not for a measured gain in that job.
         # Over 100 minutes it ends behind width 128 on 40x40 (valid_route 0.469 against 0.756): long
         # CPU runs add model.hidden_size=128.
         model=model_preset(

@@ -21,14 +21,19 @@ class StopFlag:
     def __init__(self) -> None:
         self.set = False
         self.signum = int(signal.SIGINT)
-        self.first_at = 0.0
+        self.first_at: float | None = None  # None until the first request is fully taken
 
     def __call__(self, signum, frame) -> None:
-        if self.set:
-            if time.monotonic() - self.first_at < self.SAME_REQUEST_S:
+        # Python runs a pending handler at the next call, also inside this one: a second SIGTERM that
+        # lands while the first is handled re-enters here. Read and set the flag with no call between,
+        # so the nested one sees the first request taken and does not announce it again.
+        already, self.set = self.set, True
+        if already:
+            if self.first_at is None or time.monotonic() - self.first_at < self.SAME_REQUEST_S:
                 return
             raise KeyboardInterrupt
-        self.set, self.signum, self.first_at = True, int(signum), time.monotonic()
+        self.signum = int(signum)
+        self.first_at = time.monotonic()
         print(
             f"\n{signal.Signals(signum).name}: finishing the current step and writing a checkpoint "
             "(send it again to stop at once)",

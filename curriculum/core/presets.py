@@ -155,7 +155,7 @@ def tiny() -> RunConfig:
         # Over 100 minutes it ends behind width 128 on 40x40 (valid_route 0.469 against 0.756): long
         # CPU runs add model.hidden_size=128.
         # Batch 64, not 32: two threads multiply it more efficiently (10x10: 128-143 tasks/s against
-        # 80-118). In the capped 30-minute main job over two seeds it was ahead on 10x10 and 20x20
+        # 80-118). In the capped 30-minute main job it was ahead on average over two seeds on 10x10 and 20x20
         # (10x10 optimal 0.396 and 0.396 against 0.430 and 0.283; 20x20 valid_route 0.776 against 0.706
         # on average), and the 100-minute ladder left 10x10/20x20/30x30 at 6.3/23.7/79.8 minutes
         # against 10.0/36.2/85.4, level or ahead on every size's held-out valid_route.

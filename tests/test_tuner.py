@@ -258,36 +258,45 @@ def test_population_based_training_clones_members_with_their_stage_and_shows_eac
     assert len(children) == 4 and all(child.info.status == "FINISHED" for child in children)
     assert len({child.data.params["search.ladder"] for child in children}) == 1, "one ladder for the population"
     by_trial = {child.data.tags["tune.trial_id"]: child for child in children}
+    pattern = r"step (\d+): continued from trial (\S+)'s checkpoint in stage (\d+) with .*gate_threshold="
     clones = 0
     for trial, child in by_trial.items():
         schedule = client.get_metric_history(child.info.run_id, "pbt/gate_threshold")
         assert schedule[0].step == 0, "the values a member starts with are logged at step 0"
-        for key, text in child.data.tags.items():
-            if not key.startswith("pbt.perturbation."):
-                continue
-            clones += 1
-            found = re.match(r"step (\d+): continued from trial (\S+)'s checkpoint with .*gate_threshold=", text)
-            assert found, text
-            step, donor = int(found[1]), found[2]
+        texts = []
+        while f"pbt.perturbation.{len(texts)}" in child.data.tags:
+            texts.append(child.data.tags[f"pbt.perturbation.{len(texts)}"])
+        assert len(texts) == len(set(texts)), "a restart from the same donor checkpoint is one perturbation"
+        clones += len(texts)
+        found = [re.match(pattern, text) for text in texts]
+        assert all(found), texts
+        clonings = [(int(f[1]), f[2], int(f[3])) for f in found]  # in the order they happened
+        own = [json.loads(line) for line in (out / "trials" / trial / "decisions" / "rank-0.jsonl").open()]
+        steps = [d["step"] for d in own]
+        assert steps == sorted(set(steps)), "each step decided once in the member's decisions"
+        for k, (step, donor, stage) in enumerate(clonings):
             assert donor in by_trial and donor != trial
             # The values in force after the perturbation are a point of the member's schedule at that step.
             assert step in [point.step for point in schedule]
-            # The clone goes on in its donor's stage, from the donor's step.
-            donor_decisions = [
-                json.loads(line) for line in (out / "trials" / donor / "decisions" / "rank-0.jsonl").open()
-            ]
-            own = [json.loads(line) for line in (out / "trials" / trial / "decisions" / "rank-0.jsonl").open()]
-            donor_at = next(d for d in donor_decisions if d["step"] == step)
+            # The donor's checkpoint was in the stage the donor decided at that step; the donor's file
+            # still shows it unless the donor itself was since sent back to an earlier step.
+            donor_tags = [v for key, v in by_trial[donor].data.tags.items() if key.startswith("pbt.perturbation.")]
+            donor_at = None
+            if all(int(re.match(pattern, text)[1]) >= step for text in donor_tags):
+                donor_file = out / "trials" / donor / "decisions" / "rank-0.jsonl"
+                donor_at = next(d for d in map(json.loads, donor_file.open()) if d["step"] == step)
+                assert donor_at["next_stage"] == stage
+            # The clone goes on in its donor's stage, from the donor's step: its decisions after that
+            # step are this continuation's, unless a later cloning sent it back to that step or before.
+            if any(later <= step for later, _, _ in clonings[k + 1 :]):
+                continue
             after = [d for d in own if d["step"] > step]
             if after:
-                assert after[0]["stage"] == donor_at["next_stage"]
+                assert after[0]["stage"] == stage, (trial, clonings, after[0])
             else:  # cloned at the end of the budget, or from a finished member: it ends at once
                 outcome = json.loads((out / "trials" / trial / "outcome.json").read_text())
-                assert outcome["step"] == step and (donor_at["action"] == "finish" or step == 160)
-            steps = [d["step"] for d in own]
-            assert steps == sorted(set(steps)), "each step decided once in the member's decisions"
-        texts = [text for key, text in child.data.tags.items() if key.startswith("pbt.perturbation.")]
-        assert len(texts) == len(set(texts)), "a restart from the same donor checkpoint is one perturbation"
+                assert outcome["step"] == step
+                assert donor_at is None or donor_at["action"] == "finish" or step == 160
     assert clones >= 1, "PBT never cloned a member"
     assert any(d.path == "search/trial_scores.png" for d in client.list_artifacts(parent.info.run_id, "search"))
     config = yaml.safe_load((out / "best_config.yaml").read_text())

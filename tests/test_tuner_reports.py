@@ -75,8 +75,8 @@ def test_a_clone_restarted_from_the_same_donor_checkpoint_is_tagged_once(tmp_pat
     client = MlflowClient(uri)
     run_id = client.create_run(client.create_experiment("pbt")).info.run_id
     tracker = MlflowTracker(uri, run_id)
-    first = "step 40: continued from trial b's checkpoint with gate_threshold=0.4"
-    second = "step 80: continued from trial c's checkpoint with gate_threshold=0.5"
+    first = "step 40: continued from trial b's checkpoint in stage 1 with gate_threshold=0.4"
+    second = "step 80: continued from trial c's checkpoint in stage 1 with gate_threshold=0.5"
     for text in (first, first, second, first):  # Tune resumed the paused clone from the same checkpoint
         record_perturbation(tmp_path, tracker, text)
     tags = {k: v for k, v in client.get_run(run_id).data.tags.items() if k.startswith("pbt.perturbation.")}

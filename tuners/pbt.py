@@ -62,9 +62,14 @@ def schedule_values(point: dict[str, Any], space: SearchSpace) -> dict[str, floa
     return values
 
 
-def perturbation_tag(step: int, donor: str, point: dict[str, Any], space: SearchSpace) -> str:
+def perturbation_tag(lineage: dict[str, Any], point: dict[str, Any], space: SearchSpace) -> str:
+    """What a clone took over: its donor's checkpoint (trial, step, the stage it was in) and the values
+    it goes on with."""
     values = ", ".join(f"{k[len('pbt/') :]}={v:.3g}" for k, v in schedule_values(point, space).items())
-    return f"step {step}: continued from trial {donor}'s checkpoint with {values}"
+    where = (
+        f"step {lineage['step']}: continued from trial {lineage['trial_id']}'s checkpoint in stage {lineage['stage']}"
+    )
+    return f"{where} with {values}"
 
 
 def record_perturbation(run_dir: Path, tracker: Any, text: str) -> None:
@@ -109,7 +114,7 @@ def run_pbt_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
         tracker = MlflowTracker(search["tracking_uri"], run_id)
         tracker.log_metrics(schedule_values(point, space), lineage["step"])
         if lineage["trial_id"] != trial_id:
-            record_perturbation(run_dir, tracker, perturbation_tag(lineage["step"], lineage["trial_id"], point, space))
+            record_perturbation(run_dir, tracker, perturbation_tag(lineage, point, space))
     else:
         MlflowTracker(search["tracking_uri"], run_id).log_metrics(schedule_values(point, space), 0)
     last_report: dict = {}
@@ -122,7 +127,8 @@ def run_pbt_trial(point: dict[str, Any], *, search: dict[str, Any]) -> None:
             return
         with tempfile.TemporaryDirectory(prefix="pbt-report-") as tmp:
             shutil.copy2(checkpoint_file, Path(tmp) / checkpoint_file.name)
-            (Path(tmp) / LINEAGE_FILE).write_text(json.dumps({"trial_id": trial_id, "step": metrics["step"]}))
+            lineage = {"trial_id": trial_id, "step": metrics["step"], "stage": metrics["stage"]}
+            (Path(tmp) / LINEAGE_FILE).write_text(json.dumps(lineage))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     ctx = local_context(config.train.device, restore)

@@ -259,18 +259,23 @@ def test_population_based_training_clones_members_with_their_stage_and_shows_eac
     assert len({child.data.params["search.ladder"] for child in children}) == 1, "one ladder for the population"
     by_trial = {child.data.tags["tune.trial_id"]: child for child in children}
     pattern = r"step (\d+): continued from trial (\S+)'s checkpoint in stage (\d+) with .*gate_threshold="
+
+    def clonings_of(run) -> list[tuple[int, str, int]]:
+        """(step, donor, stage) of each of the run's perturbation tags, in the order they happened."""
+        texts = []
+        while f"pbt.perturbation.{len(texts)}" in run.data.tags:
+            texts.append(run.data.tags[f"pbt.perturbation.{len(texts)}"])
+        assert len(texts) == len(set(texts)), "a restart from the same donor checkpoint is one perturbation"
+        found = [re.match(pattern, text) for text in texts]
+        assert all(found), texts
+        return [(int(f[1]), f[2], int(f[3])) for f in found]
+
     clones = 0
     for trial, child in by_trial.items():
         schedule = client.get_metric_history(child.info.run_id, "pbt/gate_threshold")
         assert schedule[0].step == 0, "the values a member starts with are logged at step 0"
-        texts = []
-        while f"pbt.perturbation.{len(texts)}" in child.data.tags:
-            texts.append(child.data.tags[f"pbt.perturbation.{len(texts)}"])
-        assert len(texts) == len(set(texts)), "a restart from the same donor checkpoint is one perturbation"
-        clones += len(texts)
-        found = [re.match(pattern, text) for text in texts]
-        assert all(found), texts
-        clonings = [(int(f[1]), f[2], int(f[3])) for f in found]  # in the order they happened
+        clonings = clonings_of(child)
+        clones += len(clonings)
         own = [json.loads(line) for line in (out / "trials" / trial / "decisions" / "rank-0.jsonl").open()]
         steps = [d["step"] for d in own]
         assert steps == sorted(set(steps)), "each step decided once in the member's decisions"
@@ -280,9 +285,8 @@ def test_population_based_training_clones_members_with_their_stage_and_shows_eac
             assert step in [point.step for point in schedule]
             # The donor's checkpoint was in the stage the donor decided at that step; the donor's file
             # still shows it unless the donor itself was since sent back to an earlier step.
-            donor_tags = [v for key, v in by_trial[donor].data.tags.items() if key.startswith("pbt.perturbation.")]
             donor_at = None
-            if all(int(re.match(pattern, text)[1]) >= step for text in donor_tags):
+            if all(earlier >= step for earlier, _, _ in clonings_of(by_trial[donor])):
                 donor_file = out / "trials" / donor / "decisions" / "rank-0.jsonl"
                 donor_at = next(d for d in map(json.loads, donor_file.open()) if d["step"] == step)
                 assert donor_at["next_stage"] == stage

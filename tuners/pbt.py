@@ -66,10 +66,8 @@ def perturbation_tag(lineage: dict[str, Any], point: dict[str, Any], space: Sear
     """What a clone took over: its donor's checkpoint (trial, step, the stage it was in) and the values
     it goes on with."""
     values = ", ".join(f"{k[len('pbt/') :]}={v:.3g}" for k, v in schedule_values(point, space).items())
-    where = (
-        f"step {lineage['step']}: continued from trial {lineage['trial_id']}'s checkpoint in stage {lineage['stage']}"
-    )
-    return f"{where} with {values}"
+    step, donor, stage = lineage["step"], lineage["trial_id"], lineage["stage"]
+    return f"step {step}: continued from trial {donor}'s checkpoint in stage {stage} with {values}"
 
 
 def record_perturbation(run_dir: Path, tracker: Any, text: str) -> None:

@@ -11,9 +11,11 @@ ladder, which the table's "tasks from" column says), from a seed no training str
 run (metrics ``evaluate/<size>/<metric>``, or ``evaluate/<size>/segments<k>/<metric>`` with
 ``--segments``, at the checkpoint's step, the table as artifacts under ``evaluate/``).
 ``--errors`` adds a table of where the argmax goes wrong (``routing.route_errors``), logged as
-``evaluate/<size>/errors/<field>``. ``--register NAME`` also logs the checkpoint's weights (the EMA's
-where the run keeps one) as an MLflow model of that run and registers it as NAME
-(``curriculum.adapters.mlflow_model``).
+``evaluate/<size>/errors/<field>``. ``--weights live`` reads the trained weights instead of their
+exponential average (the EMA, which the run's own evaluations and gates read): how far the average
+lags the model after a promotion (metrics ``evaluate/<size>/live/<metric>``). ``--register NAME``
+also logs the checkpoint's weights (the EMA's where the run keeps one) as an MLflow model of that run
+and registers it as NAME (``curriculum.cli.register_model``).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any, Optional
 import numpy as np
 
 from curriculum.adapters.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, restoring
+from curriculum.cli.register_model import check_register, register, registry_run
 from curriculum.core.config import RunConfig
 from curriculum.core.uris import usable_uri
 from oracle.cli_errors import OneLineParser, UsageError, run_cli
@@ -140,10 +143,12 @@ def evaluate_checkpoint(
     shown: int = 4,
     segments: Optional[int] = None,
     errors: bool = False,
+    live: bool = False,
 ) -> dict[int, dict[str, float]]:
     """Held-out metric means per size for the model in checkpoint ``path``, each task run for ``segments``
     ACT segments (default: the run's train.eval_segments, else the model's halt_max_steps). With ``errors``,
-    the means also hold the argmax error breakdown as ``errors/<field>`` (``routing.route_errors.summarise``)."""
+    the means also hold the argmax error breakdown as ``errors/<field>`` (``routing.route_errors.summarise``).
+    The weights are the run's EMA where it keeps one, the trained weights with ``live``."""
 
     from curriculum.core.streams import evaluation_tasks
     from oracle.dataset import select
@@ -153,6 +158,8 @@ def evaluate_checkpoint(
     from routing.training import evaluate, predict_tokens
 
     config, model, ema = load_trained(path, max(sizes), device)
+    if live:
+        ema = None
     segments = segments if segments is not None else config.train.eval_segments
     results = {}
     for size in sizes:
@@ -175,9 +182,11 @@ def evaluate_checkpoint(
                 part.start,
                 part.end,
                 size,
-                Path(picture_dir) / f"evaluate-{size}x{size}{'' if segments is None else f'-seg{segments}'}.png",
+                Path(picture_dir)
+                / f"evaluate-{size}x{size}{'' if segments is None else f'-seg{segments}'}{'-live' if live else ''}.png",
                 title=f"{Path(path).name}: held-out {size}x{size}"
-                + ("" if segments is None else f", {segments} segments"),
+                + ("" if segments is None else f", {segments} segments")
+                + (", trained weights" if live else ""),
             )
     return results
 
@@ -251,13 +260,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         help="also break the argmax's wrong cells down by kind (missing, on another optimal route, on none)",
     )
     parser.add_argument(
+        "--weights",
+        choices=("ema", "live"),
+        help="ema: the weight average the run's evaluations read (default, where the run keeps one); "
+        "live: the trained weights themselves",
+    )
+    parser.add_argument(
         "--register",
         metavar="NAME",
         help="log the checkpoint's weights as an MLflow model of the run and register it as NAME",
     )
     args = parser.parse_args(argv)
     if args.register is not None:
-        _check_register(args)
+        check_register(args)
     sizes = _parse_sizes(args.sizes)
     try:
         check_fits(args.count, max(sizes))
@@ -281,6 +296,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise UsageError(str(exc)) from None
     except (KeyError, TypeError, ValueError):
         raise UsageError(f"{path}: not a checkpoint of this project (no valid run config)") from None
+    if args.weights == "ema" and (saved.get("ema") is None or not config.model.ema_decay):
+        raise UsageError(f"--weights ema: {path} holds no weight average (its run set no model.ema_decay)")
+    live = args.weights == "live"
     picture_dir = args.pictures or path.parent.parent / "pictures"
     # Checked before hours of evaluation, not when the first picture is drawn after them.
     problem = _unwritable(picture_dir)
@@ -289,14 +307,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     if problem:
         print(f"no route pictures: {picture_dir} {problem}", file=sys.stderr)
         picture_dir = None
-    record = _registry_run(path.parent.parent) if args.register is not None else None
+    record = registry_run(path.parent.parent) if args.register is not None else None
     sources = {size: task_source(config, size) for size in sizes}
     print(f"{path}")
     tables, logged, rows = [], {}, []
     for segments in segment_counts:
         try:
             results = evaluate_checkpoint(
-                path, sizes, args.count, args.device, picture_dir, segments=segments, errors=args.errors
+                path, sizes, args.count, args.device, picture_dir, segments=segments, errors=args.errors, live=live
             )
         except CheckpointError as exc:  # readable, but not a model of this project's shape
             raise UsageError(str(exc)) from None
@@ -307,12 +325,21 @@ def main(argv: Optional[list[str]] = None) -> int:
             table = f"{table}\n{errors_table(results)}"
         if segments is not None:
             table = f"{segments} ACT segments per task\n{table}"
+        if live:
+            table = f"trained weights, not their average\n{table}"
         print(table)
         tables.append(table)
-        suffix = "" if segments is None else f"/segments{segments}"
+        suffix = ("" if segments is None else f"/segments{segments}") + ("/live" if live else "")
         logged.update({f"{size}{suffix}": means for size, means in results.items()})
         rows += [
-            {"size": size, "segments": segments, "tasks": args.count, "tasks_from": sources[size], **results[size]}
+            {
+                "size": size,
+                "segments": segments,
+                "weights": "live" if live else "ema",
+                "tasks": args.count,
+                "tasks_from": sources[size],
+                **results[size],
+            }
             for size in sizes
         ]
     table = "\n".join(tables)
@@ -330,70 +357,6 @@ def main(argv: Optional[list[str]] = None) -> int:
             print(f"MLflow: run {run_id}, metrics evaluate/<size>/<metric> at step {step}, artifacts evaluate/")
     if record is not None:
         return register(path, saved, config, record, args.register)
-    return 0
-
-
-def _check_register(args) -> None:
-    """A name MLflow can register, and an MLflow to register with: checked before any evaluation."""
-    from curriculum.adapters.mlflow_model import check_model_name
-
-    try:
-        check_model_name(args.register)
-    except ValueError as exc:
-        raise UsageError(f"--register: {exc}") from None
-    if args.no_mlflow:
-        raise UsageError("--register logs into the run's MLflow run; it cannot go with --no-mlflow")
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
-        raise UsageError("--register needs MLflow, which is not installed here") from None
-
-
-def _registry_run(run_dir: Path) -> dict[str, str]:
-    """The run's MLflow run id and usable tracking URI (run.json), or a UsageError."""
-    record_path = run_dir / "run.json"
-    try:
-        record = json.loads(record_path.read_text())
-    except (OSError, ValueError):
-        record = None
-    if not isinstance(record, dict) or not record.get("run_id") or not record.get("tracking_uri"):
-        raise UsageError(f"--register: {record_path} names no MLflow run to log the model into")
-    try:
-        uri = usable_uri(record["tracking_uri"], os.environ)
-    except ValueError as exc:
-        raise UsageError(f"{record_path}: {exc}") from None
-    return {"run_id": record["run_id"], "uri": uri}
-
-
-def register(path: Path, saved: dict, config: RunConfig, record: dict[str, str], name: str) -> int:
-    """Log the checkpoint's weights as the run's MLflow model and register it as ``name``; the exit code."""
-    from curriculum.adapters.mlflow_model import log_router, register_router
-    from routing.served_model import checkpoint_weights
-
-    step = int(saved.get("step", 0))
-    with restoring(path):
-        weights, averaged = checkpoint_weights(saved, config.model)
-    source = {
-        "run_id": record["run_id"],
-        "step": step,
-        "weights": "ema" if averaged else "model",
-        "checkpoint": path.name,
-    }
-    size = config.curriculum.stages[0].size
-    try:
-        logged = log_router(
-            record["uri"], record["run_id"], weights, config.model, config.train.eval_segments, step, source, size
-        )
-        print(f"MLflow model: {logged.model_uri} ({source['weights']} weights of {path.name})")
-        version = register_router(record["uri"], logged.model_uri, name)
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many types; one line says which
-        text = str(exc).strip()
-        print(
-            f"{PROG}: error: --register {name}: {text.splitlines()[0][:300] if text else type(exc).__name__}",
-            file=sys.stderr,
-        )
-        return 1
-    print(f"registered: models:/{name}/{version} (model {name}, version {version})")
     return 0
 
 

@@ -115,6 +115,11 @@ def checkpoint_in(path: Path) -> Optional[Path]:
     return latest_checkpoint(path / "checkpoints") or latest_checkpoint(path)
 
 
+def keeps_average(saved: dict, config: RunConfig) -> bool:
+    """Whether the checkpoint ``saved`` holds an exponential average of its weights for the model to be read with."""
+    return saved.get("ema") is not None and bool(config.model.ema_decay)
+
+
 def load_trained(path: Path, max_size: int, device: str = "cpu") -> tuple[RunConfig, Any, Any]:
     """``(config, model, ema)`` of the checkpoint at ``path``, the model able to read grids up to ``max_size``
     (``ema`` None when the run kept no average). Raises ``CheckpointError`` for an unreadable checkpoint."""
@@ -128,7 +133,7 @@ def load_trained(path: Path, max_size: int, device: str = "cpu") -> tuple[RunCon
         # max_grid only bounds the inputs; the weights hold no per-size table, so larger grids run as they are.
         model = HRM(config.model.model_copy(update={"max_grid": max(config.model.max_grid, max_size)})).to(device)
         model.load_state_dict(saved["model"])
-        if saved.get("ema") is not None and config.model.ema_decay:
+        if keeps_average(saved, config):
             ema = EMA(model, config.model.ema_decay)
             ema.load_state_dict(saved["ema"])
     return config, model, ema
@@ -296,7 +301,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         raise UsageError(str(exc)) from None
     except (KeyError, TypeError, ValueError):
         raise UsageError(f"{path}: not a checkpoint of this project (no valid run config)") from None
-    if args.weights == "ema" and (saved.get("ema") is None or not config.model.ema_decay):
+    if args.weights == "ema" and not keeps_average(saved, config):
         raise UsageError(f"--weights ema: {path} holds no weight average (its run set no model.ema_decay)")
     live = args.weights == "live"
     picture_dir = args.pictures or path.parent.parent / "pictures"

@@ -15,8 +15,6 @@ from curriculum.core.config import RunConfig
 from curriculum.core.uris import usable_uri
 from oracle.cli_errors import UsageError
 
-PROG = "python -m curriculum.evaluate"
-
 
 def check_register(args) -> None:
     """A name MLflow can register, and an MLflow to register with: checked before any evaluation."""
@@ -53,6 +51,7 @@ def registry_run(run_dir: Path) -> dict[str, str]:
 def register(path: Path, saved: dict, config: RunConfig, record: dict[str, str], name: str) -> int:
     """Log the checkpoint's weights as the run's MLflow model and register it as ``name``; the exit code."""
     from curriculum.adapters.mlflow_model import log_router, register_router
+    from curriculum.cli.evaluate import PROG  # the command this belongs to; imported late, it imports this module
     from routing.served_model import checkpoint_weights
 
     step = int(saved.get("step", 0))

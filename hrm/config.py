@@ -60,6 +60,12 @@ class ModelConfig(BaseModel):
         "on some optimal route, and its cost to the end relative to the optimal cost (auxiliary targets; the "
         "route itself is still read from the token logits).",
     )
+    local_mixing: bool = Field(
+        False,
+        description="Not in HRM: every block also mixes each cell with its 8 grid neighbours (a depthwise 3x3 "
+        "convolution, added beside attention), so routes spread from cell to cell without attention having "
+        "to learn locality first.",
+    )
     ema_decay: float | None = Field(
         None, gt=0.0, lt=1.0, description="Decay of the exponential moving average of weights (TRM); None = off."
     )

@@ -105,8 +105,8 @@ class HRM(nn.Module):
         self.embed_vehicle = nn.Parameter(trunc_normal_(torch.empty(c.num_vehicles, D), std=1 / self.embed_scale))
         self.rotary = Rotary2D(c.head_dim, c.rope_theta)
 
-        self.h_level = ReasoningModule(c.h_layers, D, c.num_heads, c.expansion, c.rms_norm_eps)
-        self.l_level = ReasoningModule(c.l_layers, D, c.num_heads, c.expansion, c.rms_norm_eps)
+        self.h_level = ReasoningModule(c.h_layers, D, c.num_heads, c.expansion, c.rms_norm_eps, c.local_mixing)
+        self.l_level = ReasoningModule(c.l_layers, D, c.num_heads, c.expansion, c.rms_norm_eps, c.local_mixing)
 
         # Fixed random initial states (truncated normal, std 1), broadcast to every position.
         self.register_buffer("z_h_init", trunc_normal_(torch.empty(D), std=1.0), persistent=True)

@@ -3,7 +3,8 @@
 ``tests/golden/presets.json`` holds every preset's raw dict as the old ``preset_dict(name)`` returned it
 (generated from the code at commit c978dbe, not typed by hand; `tiny` and `gpu` regenerated from their
 functions when they were retuned to gate the last stage on optimal routes and to remember earlier
-stages; `tiny` again when it was narrowed to width 96 and when its batch went to 64).
+stages; `tiny` again when it was narrowed to width 96 and when its batch went to 64; `tiny` and `gpu`
+when they took local mixing).
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ class LocalMixing(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, L, D = x.shape
         n = math.isqrt(L - 1)
-        # [B, N*N, D] -> [B, D, N, N] as a channels-last view: the convolution reads it without a copy.
+        # [B, N*N, D] -> [B, D, N, N] as a view in channels-last order, no transpose copy here.
         grid = x[:, 1:].unflatten(1, (n, n)).permute(0, 3, 1, 2)
         mixed = F.conv2d(grid, self.weight, padding=1, groups=D)
         cells = mixed.permute(0, 2, 3, 1).flatten(1, 2)

@@ -4,6 +4,7 @@ stage's held-out set measured and logged per size."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -115,9 +116,13 @@ def test_a_run_measures_and_logs_every_earlier_stage_and_trains_native_replay_st
             "curriculum.replay.native_every=2",
         ],
     )
-    ctx = WorkerContext(say=lambda line: None)
+    said = []
+    ctx = WorkerContext(say=said.append)
     outcome = run_curriculum(config, ctx, FileTracker(tmp_path), tmp_path)
     assert outcome.transitions and outcome.transitions[0]["to_stage"] == 1 and outcome.step == 40
+    # the progress lines name each earlier stage's connected and cheapest-route shares
+    earlier = [line for line in said if "earlier stages |" in line]
+    assert earlier and all(re.search(r"8x8 valid_route \d\.\d{3} optimal \d\.\d{3}", line) for line in earlier)
     lines = [json.loads(line) for line in (tmp_path / "tracking" / "metrics.jsonl").read_text().splitlines()]
     logged = {}
     for line in lines:

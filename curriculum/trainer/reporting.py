@@ -101,7 +101,11 @@ def log_evaluation(record: Evaluation, config: RunConfig, tracker: Tracker, say:
     if earlier:
         say(
             "         earlier stages | "
-            + " | ".join(f"{k.size}x{k.size} valid_route {record.metrics[k]['valid_route']:.3f}" for k in earlier)
+            + " | ".join(
+                f"{k.size}x{k.size} valid_route {record.metrics[k]['valid_route']:.3f}"
+                f" optimal {record.metrics[k]['optimal']:.3f}"
+                for k in earlier
+            )
         )
     if record.transition is not None:
         described = describe_transition(

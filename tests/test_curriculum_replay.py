@@ -22,7 +22,7 @@ SHORTFALL = ReplayConfig(weighting="shortfall", floor=0.1)
 
 
 def stages():
-    return build_config("tiny", None, []).curriculum.stages  # gates valid_route >= 0.8 on every stage
+    return build_config("tiny", None, []).curriculum.stages  # every gate's threshold is 0.8 but the last (0.5)
 
 
 def test_uniform_replay_has_no_weights_and_draws_as_before():
@@ -84,9 +84,11 @@ def test_weighted_embedded_replay_draws_from_the_weighted_stage():
 
 
 def test_readings_keep_the_latest_finite_gate_metric_per_stage():
-    state = record_readings(SchedulerState(), stages(), {0: {"valid_route": 0.5}, 1: {"valid_route": float("nan")}})
+    # tiny's 10x10 gates on optimal, its 20x20 on valid_route: each stage keeps its own gate's metric
+    first = {0: {"optimal": 0.5, "valid_route": 0.9}, 1: {"optimal": 0.2, "valid_route": float("nan")}}
+    state = record_readings(SchedulerState(), stages(), first)
     assert state.readings == {0: 0.5}
-    state = record_readings(state, stages(), {1: {"valid_route": 0.7}, 0: {"valid_route": 0.4}})
+    state = record_readings(state, stages(), {1: {"valid_route": 0.7, "optimal": 0.3}, 0: {"optimal": 0.4}})
     assert state.readings == {0: 0.4, 1: 0.7}
     assert SchedulerState.model_validate_json(state.model_dump_json()).readings == {0: 0.4, 1: 0.7}
 

@@ -4,7 +4,7 @@
 (generated from the code at commit c978dbe, not typed by hand; `tiny` and `gpu` regenerated from their
 functions when they were retuned to gate the last stage on optimal routes and to remember earlier
 stages; `tiny` again when it was narrowed to width 96 and when its batch went to 64; `tiny` and `gpu`
-when they took local mixing).
+when they took local mixing; `tiny` when its first stage was gated on optimal routes).
 """
 
 from __future__ import annotations
@@ -84,3 +84,19 @@ def test_ladder_replays_from_the_second_stage_on_with_one_gate():
     }
     assert all(s.penalties == ROUTE_PENALTIES for s in stages)
     assert all(s.penalties == PenaltyWeights() for s in ladder((10, 20), 0.7, 500))  # the default weights
+
+
+def test_ladder_gates_the_first_and_last_rungs_on_optimal_routes_where_asked():
+    stages = ladder((10, 20, 30), 0.7, 500, first_optimal=0.8, final_optimal=0.5)
+    gates = [(s.gate.metric, s.gate.threshold, s.gate.guard_max_cost_ratio) for s in stages]
+    assert gates == [("optimal", 0.8, 1.05), ("valid_route", 0.7, None), ("optimal", 0.5, 1.05)]
+    only_first = ladder((10, 20), 0.7, 500, first_optimal=0.8)
+    assert [s.gate.metric for s in only_first] == ["optimal", "valid_route"]
+    assert [s.gate.metric for s in ladder((10,), 0.7, 500, first_optimal=0.8)] == ["optimal"]
+    tiny = preset_config("tiny").curriculum.stages
+    assert [(s.size, s.gate.metric) for s in tiny] == [
+        (10, "optimal"),
+        (20, "valid_route"),
+        (30, "valid_route"),
+        (40, "optimal"),
+    ]

@@ -148,6 +148,12 @@ def test_a_sample_becomes_a_valid_run_config():
     first, later = config.curriculum.stages[0], config.curriculum.stages[3]
     assert first.replay == 0.0 and later.replay == 0.2
     assert later.gate.threshold == 0.85 and later.gate.patience == 3 and later.gate.guard_max_excess == 1.5
+    # tiny leaves 10x10 on optimal routes; its trials gate every stage on valid_route, without a cost guard
+    assert base["curriculum"]["stages"][0]["gate"]["metric"] == "optimal"
+    assert {(s.gate.metric, s.gate.guard_max_cost_ratio) for s in config.curriculum.stages} == {("valid_route", None)}
+    # smoke names no trial metric: its trials keep its first gate's metric (connectivity)
+    smoke = apply_point(build_config("smoke").model_dump(mode="json"), point, default_space("smoke"), 500)
+    assert {s.gate.metric for s in smoke.curriculum.stages} == {"connectivity"}
     assert later.penalties.path_class == 1.0 and later.penalties.sparsity == 0.0  # below off_below: off
     assert later.penalties.budget == pytest.approx(0.1) and later.penalties.connectivity == pytest.approx(10**-2.4)
     assert config.train.max_steps == 500

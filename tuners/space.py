@@ -7,11 +7,11 @@ switched off), so "log-uniform, 0 allowed" works for random search and Optuna al
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from curriculum.core.config import RunConfig
+from curriculum.core.config import GateMetric, RunConfig
 from oracle.spec import MAX_SIZE, MIN_SIZE
 from routing.losses import PENALTY_TERMS
 
@@ -20,6 +20,9 @@ LADDERS = {
     "tiny": ["10-20-30-40", "10-15-20-25-30-35-40", "10-40"],
     "gpu": ["10-20-30-40", "10-15-20-25-30-35-40", "10-40"],
 }
+# The metric a trial's stages gate on, where not the base's first gate: `tiny` leaves 10x10 only on
+# optimal routes (cost_ratio <= 1.05), a bar the sampled thresholds put out of reach of a trial's budget.
+GATE_METRICS: dict[str, GateMetric] = {"tiny": "valid_route", "gpu": "valid_route"}
 
 
 class SearchSpace(BaseModel):
@@ -34,6 +37,11 @@ class SearchSpace(BaseModel):
     off_below: float = Field(-2.5, description="A sampled exponent below this switches the term off (weight 0).")
     gate_threshold: tuple[float, float] = Field((0.6, 0.95), description="Range of every stage's gate threshold.")
     gate_patience: tuple[int, int] = Field((1, 3), description="Range (inclusive) of every stage's gate patience.")
+    gate_metric: Optional[GateMetric] = Field(
+        None,
+        description="Metric every stage of a trial gates on, with the base's first gate's excess guard and no "
+        "cost_ratio guard; None keeps the base's first gate whole (metric and guards).",
+    )
     ladders: list[str] = Field(description="Grid ladders to choose from, e.g. '10-20-30-40'.")
     replay: tuple[float, float] = Field((0.0, 0.3), description="Range of the replay share of later stages.")
 
@@ -86,7 +94,7 @@ def parse_ladder(text: str) -> list[int]:
 
 
 def default_space(preset: str) -> SearchSpace:
-    return SearchSpace(ladders=LADDERS.get(preset, LADDERS["tiny"]))
+    return SearchSpace(ladders=LADDERS.get(preset, LADDERS["tiny"]), gate_metric=GATE_METRICS.get(preset))
 
 
 def param_space(space: SearchSpace) -> dict[str, Any]:
@@ -109,8 +117,9 @@ def weight_from_exponent(exponent: float, off_below: float) -> float:
 def apply_point(base: dict, point: dict, space: SearchSpace, budget_steps: int) -> RunConfig:
     """The run config of one trial: ``base`` (a RunConfig dict) with the sampled ``point`` applied.
 
-    Every stage of the sampled ladder copies the base's first stage (task knobs, step limits) with
-    its own size; gate threshold, patience, penalty weights and replay share are the sampled ones.
+    Every stage of the sampled ladder copies the base's first stage (task knobs, step limits, gate) with
+    its own size; gate threshold, patience, penalty weights and replay share are the sampled ones, and
+    ``space.gate_metric`` (where set) replaces the gate's metric and drops its cost_ratio guard.
     """
     raw = copy.deepcopy(base)
     template = raw["curriculum"]["stages"][0]
@@ -121,11 +130,11 @@ def apply_point(base: dict, point: dict, space: SearchSpace, budget_steps: int) 
     for i, size in enumerate(parse_ladder(point["ladder"])):
         stage = copy.deepcopy(template)
         stage["size"] = size
-        stage["gate"] = {
-            **stage.get("gate", {}),
-            "threshold": float(point["gate_threshold"]),
-            "patience": int(point["gate_patience"]),
-        }
+        gate = dict(stage.get("gate", {}))
+        if space.gate_metric is not None:
+            excess = {"guard_max_excess": gate["guard_max_excess"]} if "guard_max_excess" in gate else {}
+            gate = {"metric": space.gate_metric, **excess}
+        stage["gate"] = {**gate, "threshold": float(point["gate_threshold"]), "patience": int(point["gate_patience"])}
         stage["penalties"] = {**stage.get("penalties", {}), **penalties}
         stage["replay"] = 0.0 if i == 0 else float(point["replay"])
         stages.append(stage)

@@ -126,15 +126,16 @@ def apply_point(base: dict, point: dict, space: SearchSpace, budget_steps: int) 
     penalties = {
         name: weight_from_exponent(float(exp), space.off_below) for name, exp in point.get("penalties", {}).items()
     }
+    gate = template.get("gate", {})
+    if space.gate_metric is not None:
+        excess = {"guard_max_excess": gate["guard_max_excess"]} if "guard_max_excess" in gate else {}
+        gate = {"metric": space.gate_metric, **excess}
+    gate = {**gate, "threshold": float(point["gate_threshold"]), "patience": int(point["gate_patience"])}
     stages = []
     for i, size in enumerate(parse_ladder(point["ladder"])):
         stage = copy.deepcopy(template)
         stage["size"] = size
-        gate = dict(stage.get("gate", {}))
-        if space.gate_metric is not None:
-            excess = {"guard_max_excess": gate["guard_max_excess"]} if "guard_max_excess" in gate else {}
-            gate = {"metric": space.gate_metric, **excess}
-        stage["gate"] = {**gate, "threshold": float(point["gate_threshold"]), "patience": int(point["gate_patience"])}
+        stage["gate"] = dict(gate)
         stage["penalties"] = {**stage.get("penalties", {}), **penalties}
         stage["replay"] = 0.0 if i == 0 else float(point["replay"])
         stages.append(stage)

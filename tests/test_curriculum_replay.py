@@ -137,3 +137,38 @@ def test_a_run_measures_and_logs_every_earlier_stage_and_trains_native_replay_st
     # Stage 1 from step 10: every second step trains on 8x8 tasks at their own size, weighted by shortfall.
     assert [step for _, step, _ in native_steps] == list(range(11, 40, 2))
     assert all(stage == 1 and weights == [1.0] for stage, _, weights in native_steps)
+
+
+def test_a_run_trains_each_stage_on_its_own_batch_size_and_native_replay_on_the_earlier_one(tmp_path, monkeypatch):
+    import curriculum.trainer.loop as loop
+
+    trained = []
+    original = loop.task_tensors
+
+    def spy(tasks, device):
+        trained.append((tasks.size, len(tasks)))
+        return original(tasks, device)
+
+    monkeypatch.setattr(loop, "task_tensors", spy)
+    config = build_config(
+        "smoke",
+        None,
+        [
+            "train.eval_every=5",
+            "train.max_steps=12",
+            "tracking.images_per_eval=0",
+            "curriculum.stages.0.gate.threshold=0.01",
+            "curriculum.stages.0.gate.guard_max_excess=null",
+            "curriculum.stages.0.gate.patience=1",
+            "curriculum.stages.1.gate.threshold=1.0",
+            "curriculum.stages.1.batch_size=5",
+            "curriculum.stages.1.replay=0.4",
+            "curriculum.replay.native_every=2",
+        ],
+    )
+    outcome = run_curriculum(config, WorkerContext(say=lambda line: None), FileTracker(tmp_path), tmp_path)
+    assert outcome.transitions and outcome.transitions[0]["step"] == 5 and outcome.step == 12
+    batch = config.train.batch_size
+    assert trained[:5] == [(8, batch)] * 5, "the first stage trains on train.batch_size"
+    # after the promotion: the second stage's own 5 tasks (2 of them replayed), native steps at 8x8 keep 16
+    assert set(trained[5:]) == {(10, 5), (8, batch)} and trained[5:].count((8, batch)) >= 2

@@ -35,6 +35,25 @@ def test_replayed_tasks_are_earlier_stage_tasks_embedded_in_the_current_grid(sta
     assert stream.replay_count(0) == 0 and len(stream.batch(0, 3)) == 16
 
 
+def test_a_stage_with_its_own_batch_size_draws_that_many_tasks_and_no_task_twice(stages):
+    own = build_config("smoke", None, ["curriculum.stages.1.replay=0.5", "curriculum.stages.1.batch_size=6"])
+    stream = TaskStream(own.curriculum.stages, 0, 0, 16)
+    assert stream.samples_per_step(1) == 6 and stream.replay_count(1) == 3
+    assert len(stream.batch(1, 0)) == 6 and len(stream.batch(0, 0)) == 16
+    fresh = [stream.batch(1, step).inputs[:3] for step in range(20)]
+    assert len({row.tobytes() for rows in fresh for row in rows}) == 60, "consecutive steps share no task"
+    # the earlier stage keeps its own batch size when replayed at its own grid size
+    earlier, native = stream.native_batch(1, 5)
+    assert (earlier, native.size, len(native)) == (0, 8, 16)
+    # left unset, the stage draws what train.batch_size draws
+    same = build_config("smoke", None, ["curriculum.stages.1.replay=0.5", "curriculum.stages.1.batch_size=16"])
+    plain = TaskStream(stages, 0, 0, 16)
+    np.testing.assert_array_equal(
+        plain.batch(1, 4).inputs, TaskStream(same.curriculum.stages, 0, 0, 16).batch(1, 4).inputs
+    )
+    assert plain.samples_per_step(1) == 16
+
+
 def test_heldout_set_is_fixed_and_disjoint_from_training(stages):
     held = heldout_tasks(stages, 0, seed=0, count=64)
     again = heldout_tasks(stages, 0, seed=0, count=64)

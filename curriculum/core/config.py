@@ -123,6 +123,13 @@ class StageConfig(BaseModel):
     replay: float = Field(
         0.0, ge=0.0, lt=1.0, description="Share of each batch drawn from earlier stages (embedded in this grid)."
     )
+    batch_size: Optional[int] = Field(
+        None,
+        ge=1,
+        le=65536,
+        description="Samples per optimizer step on each worker in this stage (None = train.batch_size): a "
+        "smaller batch buys more steps per minute on large grids, where a step costs most.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> StageConfig:
@@ -133,6 +140,14 @@ class StageConfig(BaseModel):
 
     def task_spec(self) -> TaskSpec:
         return TaskSpec(size=self.size, **self.task.model_dump())
+
+    def samples_per_step(self, run_batch_size: int) -> int:
+        """This stage's batch size: its own where set, else the run's ``train.batch_size``."""
+        return run_batch_size if self.batch_size is None else self.batch_size
+
+    def replay_count(self, run_batch_size: int) -> int:
+        """Samples of each of this stage's batches replayed from earlier stages."""
+        return int(round(self.samples_per_step(run_batch_size) * self.replay))
 
 
 class BackoffConfig(BaseModel):
@@ -288,11 +303,13 @@ class RunConfig(BaseModel):
             raise ValueError(f"curriculum reaches {largest}x{largest} but model.max_grid is {self.model.max_grid}")
         if self.train.eval_size < self.scaling.num_workers:
             raise ValueError(f"train.eval_size {self.train.eval_size} is smaller than scaling.num_workers")
-        for i, stage in enumerate(self.curriculum.stages[1:], start=1):  # as curriculum.core.streams rounds it
-            if int(round(self.train.batch_size * stage.replay)) >= self.train.batch_size:
+        for i, stage in enumerate(self.curriculum.stages[1:], start=1):
+            batch = stage.samples_per_step(self.train.batch_size)
+            if stage.replay_count(self.train.batch_size) >= batch:
+                where = "train.batch_size" if stage.batch_size is None else f"curriculum.stages.{i}.batch_size"
                 raise ValueError(
                     f"curriculum.stages.{i}.replay {stage.replay} leaves no task of the stage itself "
-                    f"in a batch of train.batch_size {self.train.batch_size}"
+                    f"in a batch of {where} {batch}"
                 )
         return self
 

@@ -41,7 +41,11 @@ def stream_seed(seed: int, purpose: Stream, rank: int, stage: int) -> int:
 
 
 class TaskStream:
-    """Training batches for one rank."""
+    """Training batches for one rank; ``batch_size`` is the run's, which a stage's own ``batch_size`` overrides.
+
+    Step ``step`` of a stage with batch size ``b`` takes tasks ``step * b`` onward of that stage's stream, so
+    no two steps share a task whatever the batch size.
+    """
 
     def __init__(self, stages: Sequence[StageConfig], seed: int, rank: int, batch_size: int) -> None:
         self.stages = list(stages)
@@ -58,14 +62,18 @@ class TaskStream:
         """Samples of each batch replayed from earlier stages (none on the first stage)."""
         if stage == 0:
             return 0
-        return int(round(self.batch_size * self.stages[stage].replay))
+        return self.stages[stage].replay_count(self.batch_size)
+
+    def samples_per_step(self, stage: int) -> int:
+        """Samples of every batch of ``stage``."""
+        return self.stages[stage].samples_per_step(self.batch_size)
 
     def batch(self, stage: int, step: int, weights: Optional[np.ndarray] = None) -> TaskBatch:
         """The batch this rank trains on at ``step`` while in ``stage``; replayed tasks come from the earlier
         stages with probabilities ``weights`` (uniform when None, see ``curriculum.core.replay``)."""
-        n_replay = self.replay_count(stage)
-        fresh = self.batch_size - n_replay
-        first = step * self.batch_size
+        n_replay, batch_size = self.replay_count(stage), self.samples_per_step(stage)
+        fresh = batch_size - n_replay
+        first = step * batch_size
         own = stream_seed(self.seed, Stream.TRAIN, self.rank, stage)
         parts = [generate_tasks(self.specs[stage], fresh, own, first)]
         if n_replay:
@@ -81,14 +89,16 @@ class TaskStream:
         return concat(parts) if len(parts) > 1 else parts[0]
 
     def native_batch(self, stage: int, step: int, weights: Optional[np.ndarray] = None) -> tuple[int, TaskBatch]:
-        """A whole batch of one earlier stage's tasks at that stage's own size, for step ``step`` in ``stage``.
+        """A whole batch of one earlier stage's tasks at that stage's own size and batch size, for step ``step``
+        in ``stage``.
 
         The earlier stage is drawn without the rank, so every rank trains on the same grid size at this step.
         """
         rng = np.random.default_rng([self.seed, int(Stream.NATIVE), stage, step])
         earlier = int(choose_stage(rng, stage, weights, 1)[0])
         seed = stream_seed(self.seed, Stream.NATIVE, self.rank, earlier)
-        return earlier, generate_tasks(self.specs[earlier], self.batch_size, seed, step * self.batch_size)
+        batch_size = self.samples_per_step(earlier)
+        return earlier, generate_tasks(self.specs[earlier], batch_size, seed, step * batch_size)
 
 
 @lru_cache(maxsize=16)

@@ -62,6 +62,11 @@ def test_every_field_refuses_values_past_its_bounds_of_a_wrong_type_or_nan(
         (["model.hidden_size=36", "model.num_heads=4"], "head dim 9"),
         (["train.eval_size=1", "scaling.num_workers=2"], "train.eval_size"),
         (["curriculum.stages.1.replay=0.99"], "curriculum.stages.1.replay 0.99 leaves no task of the stage itself"),
+        (
+            ["curriculum.stages.1.batch_size=2", "curriculum.stages.1.replay=0.9"],
+            "in a batch of curriculum.stages.1.batch_size 2",
+        ),
+        (["curriculum.stages.1.batch_size=0"], "curriculum.stages.1.batch_size"),
         (["model.vocab_size=2"], "model.vocab_size 2 is below the task's 42 tokens"),
         (["model.num_vehicles=3"], "model.num_vehicles 3"),
         (["tracking.mlflow_uri=./mlruns"], "tracking.mlflow_uri"),

@@ -332,6 +332,15 @@ def test_pbt_refuses_members_of_several_workers(tmp_path):
     assert "scaling.num_workers must be 1" in result.stderr and not (tmp_path / "tune").exists()
 
 
+def test_pbt_perturbs_only_at_evaluations_of_the_stage_cadence_every_trial_copies(tmp_path):
+    # Every trial's stages copy stage 0, its own eval_every too: members are checkpointed every 10 steps.
+    args = ["--preset", "smoke", "--search", "pbt", "--perturbation-steps", "15", "curriculum.stages.0.eval_every=10"]
+    result = run_tuner(args, tmp_path, timeout=120)
+    assert result.returncode == 2
+    assert "--perturbation-steps 15 must be a multiple of curriculum.stages.0.eval_every 10" in result.stderr
+    assert not (tmp_path / "tune").exists()
+
+
 def test_an_address_with_no_ray_cluster_exits_2_before_the_search_exists(tmp_path):
     import socket
 

@@ -89,20 +89,24 @@ def resolve_search(args) -> dict[str, Any]:
     except ValidationError as exc:
         raise UsageError(describe_validation_error(exc, prefix="space")) from None
     budget = args.budget_steps or base.train.max_steps
-    if budget < base.train.eval_every:
-        raise UsageError(f"--budget-steps {budget} is shorter than train.eval_every {base.train.eval_every}")
-    grace = args.grace_steps or max(base.train.eval_every, budget // 4)
-    perturbation = args.perturbation_steps or 2 * base.train.eval_every
+    # Every trial's stages copy the base's first stage (tuners.space.apply_point), its evaluation cadence too.
+    first = base.curriculum.stages[0]
+    every = first.eval_interval(base.train.eval_every)
+    every_field = "train.eval_every" if first.eval_every is None else "curriculum.stages.0.eval_every"
+    if budget < every:
+        raise UsageError(f"--budget-steps {budget} is shorter than {every_field} {every}")
+    grace = args.grace_steps or max(every, budget // 4)
+    perturbation = args.perturbation_steps or 2 * every
     if args.search == "pbt":
         if base.scaling.num_workers != 1:
             raise UsageError(
                 f"--search pbt trains each member in its own trial process: scaling.num_workers must be 1, "
                 f"not {base.scaling.num_workers}"
             )
-        if perturbation < base.train.eval_every or perturbation % base.train.eval_every:
+        if perturbation < every or perturbation % every:
             raise UsageError(
-                f"--perturbation-steps {perturbation} must be a multiple of train.eval_every "
-                f"{base.train.eval_every} (members are checkpointed at evaluations)"
+                f"--perturbation-steps {perturbation} must be a multiple of {every_field} "
+                f"{every} (members are checkpointed at evaluations)"
             )
     # Every ladder must make a valid run: check them all now rather than in a trial.
     for ladder in space.ladders:

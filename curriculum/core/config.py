@@ -130,6 +130,12 @@ class StageConfig(BaseModel):
         description="Samples per optimizer step on each worker in this stage (None = train.batch_size): a "
         "smaller batch buys more steps per minute on large grids, where a step costs most.",
     )
+    eval_every: Optional[int] = Field(
+        None,
+        ge=1,
+        description="Steps between evaluations (and checkpoints) while this stage trains (None = "
+        "train.eval_every): rarer evaluations where one costs most, as on the largest grid.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> StageConfig:
@@ -144,6 +150,10 @@ class StageConfig(BaseModel):
     def samples_per_step(self, run_batch_size: int) -> int:
         """This stage's batch size: its own where set, else the run's ``train.batch_size``."""
         return run_batch_size if self.batch_size is None else self.batch_size
+
+    def eval_interval(self, run_eval_every: int) -> int:
+        """Steps between this stage's evaluations: its own where set, else the run's ``train.eval_every``."""
+        return run_eval_every if self.eval_every is None else self.eval_every
 
     def replay_count(self, run_batch_size: int) -> int:
         """Samples of each of this stage's batches replayed from earlier stages."""

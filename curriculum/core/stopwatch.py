@@ -30,9 +30,9 @@ class Stopwatch:
         """Wall-clock seconds of the run so far."""
         return self._before + self._clock() - self._start
 
-    def over(self, max_minutes: Optional[float]) -> bool:
-        """Whether a budget of ``max_minutes`` (None: no budget) is spent."""
-        return max_minutes is not None and self.elapsed() >= 60.0 * max_minutes
+    def over(self, max_minutes: Optional[float], after_seconds: float = 0.0) -> bool:
+        """Whether a budget of ``max_minutes`` (None: no budget) is spent, or will be ``after_seconds`` from now."""
+        return max_minutes is not None and self.elapsed() + after_seconds >= 60.0 * max_minutes
 
     def pause(self, step: int) -> Lap:
         """Training stops at ``step`` (an evaluation begins): the lap since the last ``resume``."""

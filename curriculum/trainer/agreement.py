@@ -32,8 +32,18 @@ class StepAgreement:
 
     def __call__(self, nonfinite: bool) -> StepFlags:
         """The agreed flags, given this rank's verdict on its loss."""
-        local = (nonfinite, self.ctx.stop_requested(), self.watch.over(self.max_minutes))
+        return StepFlags(*self._any((nonfinite, self.ctx.stop_requested(), self.watch.over(self.max_minutes))))
+
+    def no_time_for_a_step(self, steps_per_s: float) -> bool:
+        """Whether, on any rank, the budget is spent or would be before one more step at ``steps_per_s`` ends."""
+        if self.max_minutes is None:
+            return False
+        step_seconds = 1.0 / steps_per_s if steps_per_s > 0 else 0.0
+        return self._any((self.watch.over(self.max_minutes, after_seconds=step_seconds),))[0]
+
+    def _any(self, local: tuple[bool, ...]) -> tuple[bool, ...]:
+        """Each of this rank's flags ORed over every rank, in one collective."""
         if self.ctx.world_size == 1:
-            return StepFlags(*local)
+            return local
         votes = self.ctx.all_reduce_sum(torch.tensor(local, dtype=torch.float32, device=self.ctx.device))
-        return StepFlags(*(count > 0 for count in votes.tolist()))
+        return tuple(count > 0 for count in votes.tolist())

@@ -75,7 +75,7 @@ def evaluate(
     key = heldout.key(stage)
     metrics = {key: heldout.measure(learner, key)}
     every = config.train.eval_earlier_every
-    if every and (state.step // config.train.eval_every) % every == 0:
+    if every and (state.step // stages[stage].eval_interval(config.train.eval_every)) % every == 0:
         for earlier in range(stage):
             metrics[heldout.key(earlier)] = heldout.measure(learner, heldout.key(earlier))
     scheduler = record_readings(state.scheduler, stages, {k.stage: v for k, v in metrics.items()})

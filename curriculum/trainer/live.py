@@ -63,5 +63,5 @@ class LiveReport:
             gate_metric=stage.gate.metric,
             gate_value=gate_value,
             gate_threshold=stage.gate.threshold,
-            steps_to_eval=steps_to_eval(state.step, train.eval_every, train.max_steps),
+            steps_to_eval=steps_to_eval(state.step, stage.eval_interval(train.eval_every), train.max_steps),
         )

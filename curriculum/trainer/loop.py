@@ -3,16 +3,19 @@
 Per step: this rank's batch from its task stream (current stage, plus replayed earlier stages; every
 ``curriculum.replay.native_every`` steps a whole batch of an earlier stage at its own size), one ACT
 training step, whose one collective makes every rank agree on skipping it, on a stop and on
-the budget. Every ``eval_every`` steps: evaluate the stage's fixed held-out set and decide (the same
-decision on every rank, so all switch stage at the same step), then emit the one record that
-results: logged on rank 0, reported to Ray with a checkpoint. Between evaluations rank 0 shows its
-progress (``ctx.show_progress``) and logs the training means every ``tracking.metrics_every_s``
-seconds. The same function runs in-process (``--backend local``) and in Ray Train workers.
+the budget. Every ``eval_every`` steps (the stage's own, else the run's): evaluate the stage's fixed
+held-out set and decide (the same decision on every rank, so all switch stage at the same step),
+then emit the one record that results: logged on rank 0, reported to Ray with a checkpoint; an
+evaluation that leaves no time in the budget for another step ends the run. Between evaluations
+rank 0 shows its progress (``ctx.show_progress``) and logs the training means every
+``tracking.metrics_every_s`` seconds. The same function runs in-process (``--backend local``) and in
+Ray Train workers.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -79,13 +82,17 @@ def run_curriculum(
             averages.add(logs, metrics)
         # A spent budget ends the run at once, with an evaluation and a checkpoint: a 40x40 step
         # can take seconds, so waiting for the next scheduled evaluation could overrun it badly.
-        if state.step % train.eval_every and state.step < train.max_steps and not flags.over_budget:
+        every = config.curriculum.stages[stage].eval_interval(train.eval_every)
+        if state.step % every and state.step < train.max_steps and not flags.over_budget:
             live.after_step(state, last, averages)
             continue
         last = evaluate(learner, heldout, state, watch.pause(state.step), averages.pop_evaluation())
         state.decided(last.action, last.scheduler, last.lap.elapsed)
         _log(last, config, ctx, tracker, run_dir, learner, heldout)
         ctx.report(report_metrics(last, config), checkpoints.save(learner, state, watch))
+        # An evaluation that used up the budget ends the run: one more step would end past it, and
+        # then evaluate again (minutes on 40x40) only to read what this evaluation just read.
+        flags = replace(flags, over_budget=flags.over_budget or agree.no_time_for_a_step(last.lap.steps_per_s))
         watch.resume(state.step)
         live.show(state, last, force=True)
 

@@ -176,21 +176,34 @@ class LocalMixing(nn.Module):
 
 
 class Block(nn.Module):
-    """Post-norm Transformer block: x = norm(x + attn(x) [+ local(x)]); x = norm(x + mlp(x))."""
+    """Post-norm Transformer block: x = norm(x + [attn(x)] [+ local(x)]); x = norm(x + mlp(x)).
+
+    At least one of attention and local mixing mixes the tokens."""
 
     def __init__(
-        self, hidden_size: int, num_heads: int, expansion: float, eps: float = 1e-5, local_mixing: bool = False
+        self,
+        hidden_size: int,
+        num_heads: int,
+        expansion: float,
+        eps: float = 1e-5,
+        local_mixing: bool = False,
+        attention: bool = True,
     ) -> None:
         super().__init__()
-        self.attn = Attention(hidden_size, num_heads)
+        if not (attention or local_mixing):
+            raise ValueError("a block needs attention or local mixing to mix its tokens")
+        self.attn = Attention(hidden_size, num_heads) if attention else None
         self.local = LocalMixing(hidden_size) if local_mixing else None
         self.mlp = SwiGLU(hidden_size, expansion)
         self.eps = eps
 
     def forward(self, x: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        mixed = self.attn(x, cos_sin)
-        if self.local is not None:
-            mixed = mixed + self.local(x)
+        if self.attn is None:
+            mixed = self.local(x)
+        else:
+            mixed = self.attn(x, cos_sin)
+            if self.local is not None:
+                mixed = mixed + self.local(x)
         x = rms_norm(x + mixed, self.eps)
         return rms_norm(x + self.mlp(x), self.eps)
 
@@ -206,10 +219,11 @@ class ReasoningModule(nn.Module):
         expansion: float,
         eps: float,
         local_mixing: bool = False,
+        attention: bool = True,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            Block(hidden_size, num_heads, expansion, eps, local_mixing) for _ in range(num_layers)
+            Block(hidden_size, num_heads, expansion, eps, local_mixing, attention) for _ in range(num_layers)
         )
 
     def forward(

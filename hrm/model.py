@@ -106,7 +106,9 @@ class HRM(nn.Module):
         self.rotary = Rotary2D(c.head_dim, c.rope_theta)
 
         self.h_level = ReasoningModule(c.h_layers, D, c.num_heads, c.expansion, c.rms_norm_eps, c.local_mixing)
-        self.l_level = ReasoningModule(c.l_layers, D, c.num_heads, c.expansion, c.rms_norm_eps, c.local_mixing)
+        self.l_level = ReasoningModule(
+            c.l_layers, D, c.num_heads, c.expansion, c.rms_norm_eps, c.local_mixing, attention=c.l_attention
+        )
 
         # Fixed random initial states (truncated normal, std 1), broadcast to every position.
         self.register_buffer("z_h_init", trunc_normal_(torch.empty(D), std=1.0), persistent=True)
@@ -281,7 +283,8 @@ class HRM(nn.Module):
         ]
         return (
             f"HRM {count_parameters(self) / 1e6:.2f}M params | D={c.hidden_size} heads={c.num_heads} | "
-            f"H {c.h_layers} blocks x {c.h_cycles} cycles, L {c.l_layers} blocks x {c.l_cycles} cycles | "
+            f"H {c.h_layers} blocks x {c.h_cycles} cycles, L {c.l_layers} blocks x {c.l_cycles} cycles"
+            f"{'' if c.l_attention else ' (local mixing only)'} | "
             f"ACT <= {c.halt_max_steps} segments (explore {c.halt_exploration_prob}) | {grad} | "
             f"grids <= {c.max_grid}x{c.max_grid}"
         )

@@ -110,3 +110,46 @@ def test_bfloat16_autocast_matches_float32():
     assert full["logits"].dtype == torch.float32
     assert (half["logits"].float() - full["logits"]).abs().max() < 0.25
     assert (half["logits"].float().argmax(-1) == full["logits"].argmax(-1)).float().mean() > 0.9
+
+
+def test_without_l_attention_only_h_attends_and_every_weight_still_learns():
+    assert ModelConfig().l_attention is True
+    torch.manual_seed(0)
+    model = HRM(_config(local_mixing=True, l_attention=False, backprop="full"))
+    names = [name for name, _ in model.named_parameters()]
+    assert not any(name.startswith("l_level.") and ".attn." in name for name in names)
+    assert any(name.startswith("h_level.") and ".attn." in name for name in names)
+    g = torch.Generator().manual_seed(3)
+    batch = {"inputs": torch.randint(2, 42, (2, 49), generator=g), "vehicle": torch.tensor([0, 3])}
+    z = model.z_h_init.expand(2, 50, -1)
+    _, _, logits, q_halt, _, _ = model.segment(z, model.z_l_init.expand(2, 50, -1), batch)
+    (logits.square().mean() + q_halt.sum()).backward()
+    for name, parameter in model.named_parameters():
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
+    assert "(local mixing only)" in model.describe()
+
+
+@pytest.mark.parametrize("l_attention,reach", [(False, 5 * 5), (True, 8 * 8)])
+def test_an_l_call_without_attention_reaches_only_two_cells_per_call_of_two_blocks(l_attention, reach):
+    n = 8
+    torch.manual_seed(0)
+    model = HRM(_config(local_mixing=True, l_attention=l_attention)).eval()
+    cos_sin = model.rotary(n)
+    g = torch.Generator().manual_seed(5)
+    z_l, injection = (torch.randn(1, 1 + n * n, 32, generator=g) for _ in range(2))
+    moved = injection.clone()
+    moved[0, 1 + 3 * n + 3] += 1.0  # cell (3, 3)
+    with torch.no_grad():
+        changed = (model.l_level(z_l, moved, cos_sin) - model.l_level(z_l, injection, cos_sin)).abs().sum(-1)[0]
+    cells = (changed[1:] > 1e-6).reshape(n, n)
+    # Two local blocks: the 5x5 square around (3, 3); with attention every cell hears of it.
+    assert int(cells.sum()) == reach
+    if not l_attention:
+        assert cells[1:6, 1:6].all()
+
+
+def test_l_attention_off_needs_local_mixing():
+    with pytest.raises(ValueError, match="l_attention=false needs local_mixing=true"):
+        _config(l_attention=False)
+    with pytest.raises(ValueError, match="attention or local mixing"):
+        Block(D, 2, 2.0, attention=False)

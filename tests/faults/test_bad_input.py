@@ -109,6 +109,7 @@ def test_bad_yaml_files_exit_2_naming_the_field(tmp_path, monkeypatch, capsys, c
         (["--preset", "smoke", "train.lr=-1"], "train.lr"),
         (["--preset", "smoke", "--backend", "spark"], "--backend"),
         (["--preset", "smoke", "curriculum.stages.0.size=65"], "curriculum.stages.0.size"),
+        (["--preset", "smoke", "model.l_attention=false"], "model: l_attention=false needs local_mixing=true"),
     ],
 )
 def test_a_real_process_prints_one_line_and_exits_2(tmp_path, args, needle):

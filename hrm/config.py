@@ -112,9 +112,9 @@ class ModelConfig(BaseModel):
         # 2-D rotary: half the head dims rotate with the row, half with the column, in pairs.
         if head_dim % 4 != 0:
             raise ValueError(f"head dim {head_dim} must be a multiple of 4 for the 2-D rotary embedding")
-        # hrm.layers.SwiGLU's inner width rounds 2/3 * expansion * hidden_size; at 0 there is no layer to build.
         if not (self.l_attention or self.local_mixing):
             raise ValueError("l_attention=false needs local_mixing=true: the L blocks would not mix cells at all")
+        # hrm.layers.SwiGLU's inner width rounds 2/3 * expansion * hidden_size; at 0 there is no layer to build.
         if round(self.expansion * self.hidden_size * 2 / 3) < 1:
             raise ValueError(f"expansion {self.expansion} leaves the SwiGLU of hidden_size {self.hidden_size} no width")
         return self

@@ -73,6 +73,14 @@ class ModelConfig(BaseModel):
         "three quarters of a 40x40 training step; without it in L a step there takes half the time. Needs "
         "local_mixing.",
     )
+    attention_pool: int = Field(
+        1,
+        ge=1,
+        le=8,
+        description="Not in HRM when above 1: every attention reads keys and values averaged over "
+        "attention_pool x attention_pool squares of the grid (each cell keeps its own query), so it sees the "
+        "whole grid at 1/attention_pool^2 of the cost, more coarsely. 1 = every cell is its own key.",
+    )
     ema_decay: float | None = Field(
         None, gt=0.0, lt=1.0, description="Decay of the exponential moving average of weights (TRM); None = off."
     )

@@ -124,13 +124,30 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 EXPLICIT_ATTENTION_MAX_TOKENS = 256  # grids up to 15x15 (+ the prefix token)
 
 
-class Attention(nn.Module):
-    """Non-causal multi-head self-attention with 2-D rotary queries/keys and no biases."""
+def pool_cells(x: torch.Tensor, pool: int) -> torch.Tensor:
+    """Average [..., 1 + n*n, d] over pool x pool squares of the row-major n x n grid; the prefix token
+    stays itself. A square cut by the grid's edge (n not a multiple of pool) averages the cells it has."""
+    *lead, L, d = x.shape
+    n = math.isqrt(L - 1)
+    grid = x[..., 1:, :].reshape(-1, n, n, d).permute(0, 3, 1, 2)  # [batch*heads, d, n, n]
+    pooled = F.avg_pool2d(grid, pool, ceil_mode=True, count_include_pad=False)
+    cells = pooled.permute(0, 2, 3, 1).reshape(*lead, -1, d)
+    return torch.cat((x[..., :1, :], cells), dim=-2)
 
-    def __init__(self, hidden_size: int, num_heads: int) -> None:
+
+class Attention(nn.Module):
+    """Non-causal multi-head self-attention with 2-D rotary queries/keys and no biases.
+
+    With ``pool`` > 1 (not in HRM) every cell still asks its own query, but of keys and values averaged
+    over pool x pool squares of the grid (after the rotation, so a key sits at about its square's
+    centre): the whole grid is in view at 1/pool^2 of the score and weighted-sum work, at a coarser
+    grain. Local mixing, where a block has it, keeps the single-cell grain."""
+
+    def __init__(self, hidden_size: int, num_heads: int, pool: int = 1) -> None:
         super().__init__()
         self.num_heads = num_heads
         self.head_dim = hidden_size // num_heads
+        self.pool = pool
         self.qkv = Linear(hidden_size, 3 * hidden_size)
         self.out = Linear(hidden_size, hidden_size)
 
@@ -140,6 +157,8 @@ class Attention(nn.Module):
         q, k, v = qkv[0], qkv[1], qkv[2]  # each [B, H, L, d]
         cos, sin = cos_sin
         q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        if self.pool > 1:
+            k, v = pool_cells(k, self.pool), pool_cells(v, self.pool)
         if x.device.type == "cpu" and q.dtype == torch.bfloat16 and L <= EXPLICIT_ATTENTION_MAX_TOKENS:
             # PyTorch's fused CPU kernel is slow in bfloat16 on short sequences (10x10: 41 ms forward and
             # backward against 8 ms for these three lines); from about 20x20 on it wins again.
@@ -188,11 +207,12 @@ class Block(nn.Module):
         eps: float = 1e-5,
         local_mixing: bool = False,
         attention: bool = True,
+        attention_pool: int = 1,
     ) -> None:
         super().__init__()
         if not (attention or local_mixing):
             raise ValueError("a block needs attention or local mixing to mix its tokens")
-        self.attn = Attention(hidden_size, num_heads) if attention else None
+        self.attn = Attention(hidden_size, num_heads, attention_pool) if attention else None
         self.local = LocalMixing(hidden_size) if local_mixing else None
         self.mlp = SwiGLU(hidden_size, expansion)
         self.eps = eps
@@ -220,10 +240,12 @@ class ReasoningModule(nn.Module):
         eps: float,
         local_mixing: bool = False,
         attention: bool = True,
+        attention_pool: int = 1,
     ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
-            Block(hidden_size, num_heads, expansion, eps, local_mixing, attention) for _ in range(num_layers)
+            Block(hidden_size, num_heads, expansion, eps, local_mixing, attention, attention_pool)
+            for _ in range(num_layers)
         )
 
     def forward(

@@ -105,9 +105,18 @@ class HRM(nn.Module):
         self.embed_vehicle = nn.Parameter(trunc_normal_(torch.empty(c.num_vehicles, D), std=1 / self.embed_scale))
         self.rotary = Rotary2D(c.head_dim, c.rope_theta)
 
-        self.h_level = ReasoningModule(c.h_layers, D, c.num_heads, c.expansion, c.rms_norm_eps, c.local_mixing)
+        self.h_level = ReasoningModule(
+            c.h_layers, D, c.num_heads, c.expansion, c.rms_norm_eps, c.local_mixing, attention_pool=c.attention_pool
+        )
         self.l_level = ReasoningModule(
-            c.l_layers, D, c.num_heads, c.expansion, c.rms_norm_eps, c.local_mixing, attention=c.l_attention
+            c.l_layers,
+            D,
+            c.num_heads,
+            c.expansion,
+            c.rms_norm_eps,
+            c.local_mixing,
+            attention=c.l_attention,
+            attention_pool=c.attention_pool,
         )
 
         # Fixed random initial states (truncated normal, std 1), broadcast to every position.
@@ -284,7 +293,8 @@ class HRM(nn.Module):
         return (
             f"HRM {count_parameters(self) / 1e6:.2f}M params | D={c.hidden_size} heads={c.num_heads} | "
             f"H {c.h_layers} blocks x {c.h_cycles} cycles, L {c.l_layers} blocks x {c.l_cycles} cycles"
-            f"{'' if c.l_attention else ' (local mixing only)'} | "
+            f"{'' if c.l_attention else ' (local mixing only)'}"
+            f"{f' | attention over {c.attention_pool}x{c.attention_pool} squares' if c.attention_pool > 1 else ''} | "
             f"ACT <= {c.halt_max_steps} segments (explore {c.halt_exploration_prob}) | {grad} | "
             f"grids <= {c.max_grid}x{c.max_grid}"
         )

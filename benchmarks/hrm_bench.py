@@ -3,6 +3,7 @@
     python benchmarks/hrm_bench.py                       # CPU preset on this machine
     python benchmarks/hrm_bench.py --cpu-dtype bfloat16 --sizes 10,20   # bfloat16 autocast on the CPU
     python benchmarks/hrm_bench.py --preset paper --device cuda --batch 256
+    python benchmarks/hrm_bench.py --preset tiny --sizes 10,40 --attention-pool 2   # a run preset's model
 
 Prints tokens/s and samples/s of full ACT training steps (one segment, loss, backward, AdamATan2)
 at N = 10, 20, 30, 40; on CUDA also the achieved TFLOP/s as a share of the GPU's bf16 dense peak;
@@ -20,7 +21,8 @@ from collections import deque
 import numpy as np
 import torch
 
-from hrm.config import model_preset
+from curriculum.core.presets import preset_config
+from hrm.config import MODEL_PRESETS, ModelConfig, model_preset
 from hrm.model import HRM, autocast_dtype, count_parameters
 from hrm.optimizer import AdamATan2
 from oracle import TaskSpec, generate_tasks
@@ -71,11 +73,27 @@ def seconds_per_step(
     return (time.perf_counter() - t0) / steps
 
 
+RUN_PRESETS = ("tiny", "gpu")  # run presets whose model differs from every model preset
+
+
+def bench_model(preset: str, **overrides: object) -> ModelConfig:
+    """A model preset (cpu, paper) or a run preset's model (tiny, gpu), with ``overrides`` applied."""
+    if preset in MODEL_PRESETS:
+        return model_preset(preset, **overrides)
+    return ModelConfig(**{**preset_config(preset).model.model_dump(), **overrides})
+
+
 def bench_training(
-    preset: str, device: torch.device, batch: int, sizes: list[int], steps: int, cpu_dtype: str = "float32"
+    preset: str,
+    device: torch.device,
+    batch: int,
+    sizes: list[int],
+    steps: int,
+    cpu_dtype: str = "float32",
+    attention_pool: int = 1,
 ) -> dict[int, float]:
     torch.manual_seed(0)
-    model = HRM(model_preset(preset, cpu_dtype=cpu_dtype)).to(device)
+    model = HRM(bench_model(preset, cpu_dtype=cpu_dtype, attention_pool=attention_pool)).to(device)
     optimizer = AdamATan2(model.parameters(), lr=1e-4)
     print(
         f"{preset} preset: {count_parameters(model) / 1e6:.2f}M parameters on {device}, batch {batch}, "
@@ -162,7 +180,7 @@ def bench_metrics(device: torch.device, count: int = 256, n: int = 40, repeats: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", default="cpu", choices=["cpu", "paper"])
+    parser.add_argument("--preset", default="cpu", choices=[*MODEL_PRESETS, *RUN_PRESETS])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=None, help="samples per step (default 32 on CPU, 256 on CUDA)")
     parser.add_argument("--sizes", default="10,20,30,40")
@@ -173,6 +191,12 @@ def main() -> None:
         help="model.cpu_dtype: autocast dtype on a CPU (auto = bfloat16 where the CPU has it natively)",
     )
     parser.add_argument("--steps", type=int, default=None, help="timed steps per size (default 3 CPU, 20 CUDA)")
+    parser.add_argument(
+        "--attention-pool",
+        type=int,
+        default=1,
+        help="model.attention_pool: keys and values averaged over P x P squares",
+    )
     args = parser.parse_args()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -182,7 +206,8 @@ def main() -> None:
         f"torch {torch.__version__}, device {torch.cuda.get_device_name(device) if cuda else 'cpu'}, "
         f"{torch.get_num_threads()} CPU threads"
     )
-    bench_training(args.preset, device, batch, [int(s) for s in args.sizes.split(",")], steps, args.cpu_dtype)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    bench_training(args.preset, device, batch, sizes, steps, args.cpu_dtype, args.attention_pool)
     bench_metrics(device)
 
 

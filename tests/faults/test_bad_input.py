@@ -110,6 +110,7 @@ def test_bad_yaml_files_exit_2_naming_the_field(tmp_path, monkeypatch, capsys, c
         (["--preset", "smoke", "--backend", "spark"], "--backend"),
         (["--preset", "smoke", "curriculum.stages.0.size=65"], "curriculum.stages.0.size"),
         (["--preset", "smoke", "model.l_attention=false"], "model: l_attention=false needs local_mixing=true"),
+        (["--preset", "smoke", "model.attention_pool=0"], "model.attention_pool"),
     ],
 )
 def test_a_real_process_prints_one_line_and_exits_2(tmp_path, args, needle):

@@ -21,7 +21,6 @@ from collections import deque
 import numpy as np
 import torch
 
-from curriculum.core.presets import preset_config
 from hrm.config import MODEL_PRESETS, ModelConfig, model_preset
 from hrm.model import HRM, autocast_dtype, count_parameters
 from hrm.optimizer import AdamATan2
@@ -80,6 +79,10 @@ def bench_model(preset: str, **overrides: object) -> ModelConfig:
     """A model preset (cpu, paper) or a run preset's model (tiny, gpu), with ``overrides`` applied."""
     if preset in MODEL_PRESETS:
         return model_preset(preset, **overrides)
+    # Imported here, not at the top: the run presets load the whole curriculum config, which the model
+    # presets and the GPU check (which imports this module) never need.
+    from curriculum.core.presets import preset_config
+
     return ModelConfig(**{**preset_config(preset).model.model_dump(), **overrides})
 
 

@@ -37,8 +37,8 @@ def busy_cpu():
     so a report-order bug cannot hide behind an idle CI box.
 
     In the full suite, pytest-xdist runs a test per core and the other workers' tests already keep every
-    core busy; a spinner there would only take CPU from them. Run on its own, the test gets a process
-    spinning on one core beside it (yielded; None when the suite's other workers are the load).
+    core busy; a spinner there would only take CPU from them. With fewer workers than cores (``-n 0``,
+    as when the test is run alone), a process spins on one core beside it: yielded, None otherwise.
     """
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers >= len(os.sched_getaffinity(0)):

@@ -40,8 +40,10 @@ def busy_cpu():
     core busy; a spinner there would only take CPU from them. With fewer workers than cores (``-n 0``,
     as when the test is run alone), a process spins on one core beside it: yielded, None otherwise.
     """
+    from ray._private.utils import get_num_cpus  # the CPUs Ray sees (cgroup limits included), on any OS
+
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-    if workers >= len(os.sched_getaffinity(0)):
+    if workers >= get_num_cpus():
         yield None
         return
     spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])

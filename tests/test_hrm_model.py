@@ -360,6 +360,41 @@ def test_rotary_scores_depend_only_on_2d_offset():
     assert rot(n)[0] is cos  # cached per N
 
 
+def test_rotary_turns_each_pair_by_its_own_angle():
+    # Dim i of each half (row / column block) is paired with dim i + d/4: (a, b) -> (a cos - b sin, b cos + a sin).
+    torch.manual_seed(0)
+    d, q = 16, 4
+    x = torch.randn(3, 5, d)
+    angles = torch.rand(5, d) * 6.0  # any table, not only Rotary2D's (whose pairs share an angle)
+    cos, sin = angles.cos(), angles.sin()
+    want = torch.empty_like(x)
+    for block in (0, d // 2):
+        for i in range(block, block + q):
+            a, b = x[..., i], x[..., i + q]
+            want[..., i] = a * cos[:, i] - b * sin[:, i]
+            want[..., i + q] = b * cos[:, i + q] + a * sin[:, i + q]
+    torch.testing.assert_close(apply_rotary(x, cos, sin), want)
+    # Tables that broadcast: positions first, heads after, as attention rotates queries and keys.
+    heads = x.unflatten(0, (3, 1)).expand(3, 2, 5, d).permute(0, 2, 1, 3)  # [3, L, 2, d]
+    torch.testing.assert_close(apply_rotary(heads, cos[:, None], sin[:, None]), want[:, :, None].expand(3, 5, 2, d))
+    assert apply_rotary(x.bfloat16(), cos, sin).dtype == torch.bfloat16
+
+
+def test_attention_rotates_every_heads_queries_and_keys_by_the_cells_position():
+    from hrm.layers import Attention
+
+    torch.manual_seed(0)
+    D, H, n = 32, 2, 4
+    attention, (cos, sin) = Attention(D, H), Rotary2D(D // H)(n)
+    x = torch.randn(2, 1 + n * n, D)
+    with torch.no_grad():
+        q, k, v = (t.unflatten(-1, (H, D // H)).transpose(1, 2) for t in attention.qkv(x).chunk(3, dim=-1))
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # [B, H, L, d] against [L, d] tables
+        weights = torch.softmax(q @ k.transpose(-1, -2) / (D // H) ** 0.5, dim=-1)
+        want = attention.out((weights @ v).transpose(1, 2).flatten(2))
+        torch.testing.assert_close(attention(x, (cos, sin)), want, atol=1e-5, rtol=1e-5)
+
+
 # ---------------------------------------------------------------- CPU precision
 def test_cpu_dtype_auto_follows_the_hardware(monkeypatch):
     from hrm import model as model_module

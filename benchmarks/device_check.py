@@ -107,7 +107,7 @@ def throughput(preset: str, size: int, batch: int, steps: int, device) -> dict[s
     from hrm.optimizer import AdamATan2
     from oracle import TaskSpec, generate_tasks
     from routing.batch import task_tensors
-    from routing.losses import PenaltyWeights
+    from routing.penalties import PenaltyWeights
     from routing.training import train_step
 
     torch.manual_seed(0)
@@ -143,7 +143,7 @@ def memory_sweep(preset: str, size: int, first_batch: int, budget: Budget, devic
     from hrm.optimizer import AdamATan2
     from oracle import TaskSpec, generate_tasks
     from routing.batch import task_tensors
-    from routing.losses import PenaltyWeights
+    from routing.penalties import PenaltyWeights
     from routing.training import train_step
 
     if device.type != "cuda":

@@ -27,8 +27,8 @@ from hrm.optimizer import AdamATan2
 from oracle import TaskSpec, generate_tasks
 from oracle.vocab import PATH
 from routing.batch import task_tensors
-from routing.losses import PenaltyWeights
 from routing.metrics import path_metrics
+from routing.penalties import PenaltyWeights
 from routing.training import train_step
 
 BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}  # dense, SXM where it varies

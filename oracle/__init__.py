@@ -1,21 +1,39 @@
-"""Oracle: random city-routing tasks, the A* oracle, the path verifier and dataset I/O (numpy + numba)."""
+"""Oracle: random city-routing tasks, the A* oracle, the path verifier and dataset I/O (numpy + numba).
 
-from oracle.dataset import GENERATOR_VERSION, DatasetError, DatasetSplit, draw_splits, load_dataset, save_dataset
-from oracle.generator import TaskBatch, generate_tasks
-from oracle.spec import TaskSpec
-from oracle.verify import PathVerdict, optimal_costs, verify_paths
+The names below load their module on first use (PEP 562), so importing a light submodule such as
+``oracle.spec`` (a run config does) does not compile or load the Numba kernels.
+"""
 
-__all__ = [
-    "DatasetError",
-    "DatasetSplit",
-    "GENERATOR_VERSION",
-    "PathVerdict",
-    "TaskBatch",
-    "TaskSpec",
-    "draw_splits",
-    "generate_tasks",
-    "load_dataset",
-    "optimal_costs",
-    "save_dataset",
-    "verify_paths",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "GENERATOR_VERSION": "oracle.dataset",
+    "DatasetError": "oracle.dataset",
+    "DatasetSplit": "oracle.dataset",
+    "draw_splits": "oracle.dataset",
+    "load_dataset": "oracle.dataset",
+    "save_dataset": "oracle.dataset",
+    "TaskBatch": "oracle.generator",
+    "generate_tasks": "oracle.generator",
+    "TaskSpec": "oracle.spec",
+    "PathVerdict": "oracle.verify",
+    "optimal_costs": "oracle.verify",
+    "verify_paths": "oracle.verify",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'oracle' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_HOMES[name]), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

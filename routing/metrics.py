@@ -36,25 +36,6 @@ from hrm.model import grid_side
 from oracle.vocab import PATH
 
 VALID_ROUTE_MAX_EXCESS = 1.5
-# Metrics of a single-chain route read beside the argmax, in evaluation only (see ``routing.decode``).
-CHAIN_METRICS = ("optimal", "cost_ratio", "excess")
-DECODED_METRICS = tuple(f"decoded_{name}" for name in CHAIN_METRICS)
-FEWEST_CELLS_METRICS = tuple(f"fewest_cells_{name}" for name in CHAIN_METRICS)
-METRIC_NAMES = (
-    "path_ratio",
-    "excess",
-    "valid",
-    "connectivity",
-    "valid_route",
-    "cost_ratio",
-    "optimal",
-    "exact",
-    "path_f1",
-    "q_halt_accuracy",
-    "act_steps",
-    *DECODED_METRICS,
-    *FEWEST_CELLS_METRICS,
-)
 # cost_ratio averages over connected samples only; every other metric over all samples.
 _CONNECTED_ONLY = ("cost_ratio",)
 

@@ -18,8 +18,10 @@ from hrm.ema import EMA
 from hrm.model import HRM, HRMCarry
 from oracle.vocab import PATH
 from routing.decode import decode_routes, fewest_cell_routes
-from routing.losses import PenaltyWeights, act_loss, log_stablemax
-from routing.metrics import CHAIN_METRICS, metric_sums, path_metrics
+from routing.losses import act_loss, log_stablemax
+from routing.metric_names import CHAIN_METRICS
+from routing.metrics import metric_sums, path_metrics
+from routing.penalties import PenaltyWeights
 from routing.route_errors import route_errors
 
 
@@ -41,7 +43,7 @@ def score(
 
 
 def _chain_scores(route: torch.Tensor, data: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """Per-sample ``<prefix>_<metric>`` (``routing.metrics.CHAIN_METRICS``) of a single-chain ``route`` for ``data``."""
+    """Per-sample ``<prefix>_<metric>`` (``routing.metric_names.CHAIN_METRICS``) of a single-chain ``route`` for ``data``."""
     scored = path_metrics(route, data["labels"], data["costs"], data["start"], data["end"], data["optimal_cost"])
     # A legal chain always exists (every task is routable), so the cost ratio averages over all samples.
     return {f"{prefix}_{name}": scored[name] for name in CHAIN_METRICS}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from routing.metrics import METRIC_NAMES
+from routing.metric_names import METRIC_NAMES
 
 pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop
 

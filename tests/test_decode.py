@@ -14,7 +14,8 @@ from oracle.chain import most_probable_chains
 from oracle.vocab import PATH, VOCAB_SIZE
 from routing.batch import task_tensors
 from routing.decode import decode_routes, fewest_cell_routes
-from routing.metrics import FEWEST_CELLS_METRICS, means_from_sums, path_metrics
+from routing.metric_names import FEWEST_CELLS_METRICS
+from routing.metrics import means_from_sums, path_metrics
 from routing.training import evaluate
 
 

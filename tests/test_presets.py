@@ -17,7 +17,7 @@ import pytest
 from curriculum.core.config import RunConfig
 from curriculum.core.overrides import build_config
 from curriculum.core.presets import PRESET_NAMES, ROUTE_PENALTIES, ladder, preset_config
-from routing.losses import PenaltyWeights
+from routing.penalties import PenaltyWeights
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "presets.json").read_text())
 

@@ -12,7 +12,8 @@ from hrm.model import HRM
 from oracle import TaskSpec, generate_tasks
 from oracle.vocab import PATH, VOCAB_SIZE
 from routing.batch import task_tensors
-from routing.losses import PenaltyWeights, act_loss, optimal_cells, preferred_optimal_labels, relative_detour
+from routing.losses import act_loss, optimal_cells, preferred_optimal_labels, relative_detour
+from routing.penalties import PenaltyWeights
 
 
 def confident_outputs(batch: dict[str, torch.Tensor], route: torch.Tensor) -> dict[str, torch.Tensor]:

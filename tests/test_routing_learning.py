@@ -8,8 +8,8 @@ from hrm.model import HRM
 from hrm.optimizer import AdamATan2, lr_at
 from oracle import TaskSpec, generate_tasks
 from routing.batch import task_tensors
-from routing.losses import PenaltyWeights
 from routing.metrics import means_from_sums
+from routing.penalties import PenaltyWeights
 from routing.training import evaluate, train_step
 
 pytestmark = pytest.mark.slow  # real Ray, MLflow or training subprocesses: outside the inner loop

@@ -19,7 +19,7 @@ from curriculum.trainer.context import WorkerContext, local_context
 from curriculum.trainer.evaluation import SUM_NAMES
 from curriculum.trainer.learner import Learner
 from curriculum.trainer.loop import run_curriculum
-from routing.metrics import METRIC_NAMES
+from routing.metric_names import METRIC_NAMES
 
 
 class FakeClock:

@@ -11,7 +11,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from curriculum.core.overrides import build_config
-from routing.losses import PENALTY_TERMS
+from routing.penalties import PENALTY_TERMS
 from tuners.penalties import best_params, rank_trials
 from tuners.space import SearchSpace, apply_point, default_space, weight_from_exponent
 from tuners.trials import trial_line, trial_name

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from curriculum.core.config import GateMetric, RunConfig
 from oracle.spec import MAX_SIZE, MIN_SIZE
-from routing.losses import PENALTY_TERMS
+from routing.penalties import PENALTY_TERMS
 
 LADDERS = {
     "smoke": ["8-10", "8-9-10", "10"],

@@ -25,7 +25,6 @@ from typing import Optional
 
 from curriculum.adapters.console import LiveBar
 from curriculum.adapters.run_lock import RunLockedError, hold_run_lock, live_driver
-from curriculum.cli.resume import resolve_resume
 from curriculum.cli.run_files import check_creatable, claim_location, save_outcome, save_run_files, storage_location
 from curriculum.cli.stop_flag import StopFlag
 from curriculum.core.config import RunConfig
@@ -81,6 +80,9 @@ def _resolve(args) -> tuple[RunConfig, Path, Optional[dict], Optional[str]]:
     if args.resume is not None:
         if args.preset or args.config or args.name:
             raise UsageError("--resume takes the run's saved config and name; give only key=value overrides with it")
+        # Imported here: reading checkpoints loads torch, which a new run's config errors do not wait for.
+        from curriculum.cli.resume import resolve_resume
+
         resumed = resolve_resume(args.resume, args.overrides)
         return resumed.config, resumed.run_dir, resumed.record, resumed.checkpoint
     config = build_config(args.preset, args.config, args.overrides)

@@ -13,8 +13,8 @@ from curriculum.core.uris import has_credentials
 from hrm.config import ModelConfig
 from oracle.spec import MAX_SIZE, MIN_SIZE, TaskSpec
 from oracle.vocab import NUM_VEHICLES, VOCAB_SIZE
-from routing.losses import PenaltyWeights
-from routing.metrics import METRIC_NAMES
+from routing.metric_names import METRIC_NAMES
+from routing.penalties import PenaltyWeights
 
 GateMetric = Literal["connectivity", "valid_route", "optimal", "exact", "path_f1", "valid"]
 _STRICT = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)

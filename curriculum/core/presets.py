@@ -30,7 +30,7 @@ from curriculum.core.config import (
     TrainConfig,
 )
 from hrm.config import ModelConfig, model_preset
-from routing.losses import PenaltyWeights
+from routing.penalties import PenaltyWeights
 
 
 def stage(

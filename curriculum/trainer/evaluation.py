@@ -19,7 +19,8 @@ from curriculum.trainer.context import WorkerContext
 from curriculum.trainer.learner import Learner
 from oracle.dataset import select
 from routing.batch import task_tensors
-from routing.metrics import METRIC_NAMES, means_from_sums, metric_sums
+from routing.metric_names import METRIC_NAMES
+from routing.metrics import means_from_sums, metric_sums
 from routing.training import evaluate as evaluate_batches
 
 # Every sum ``metric_sums`` yields for a full set of metrics (each metric and the counts behind the means),

@@ -43,7 +43,8 @@ def score(
 
 
 def _chain_scores(route: torch.Tensor, data: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    """Per-sample ``<prefix>_<metric>`` (``routing.metric_names.CHAIN_METRICS``) of a single-chain ``route`` for ``data``."""
+    """Per-sample ``<prefix>_<metric>`` (``routing.metric_names.CHAIN_METRICS``) of a single-chain ``route``
+    for ``data``."""
     scored = path_metrics(route, data["labels"], data["costs"], data["start"], data["end"], data["optimal_cost"])
     # A legal chain always exists (every task is routable), so the cost ratio averages over all samples.
     return {f"{prefix}_{name}": scored[name] for name in CHAIN_METRICS}

@@ -86,6 +86,13 @@ def test_ladder_replays_from_the_second_stage_on_with_one_gate():
     assert all(s.penalties == PenaltyWeights() for s in ladder((10, 20), 0.7, 500))  # the default weights
 
 
+def test_ladder_gives_the_first_rung_its_own_penalties_where_asked():
+    first = PenaltyWeights(connectivity=3.0, detour=1.0)
+    stages = ladder((10, 20, 30), 0.7, 500, penalties=ROUTE_PENALTIES, first_penalties=first)
+    assert [s.penalties for s in stages] == [first, ROUTE_PENALTIES, ROUTE_PENALTIES]
+    assert [s.penalties for s in ladder((10,), 0.7, 500, first_penalties=first)] == [first]
+
+
 def test_ladder_gates_the_first_and_last_rungs_on_optimal_routes_where_asked():
     stages = ladder((10, 20, 30), 0.7, 500, first_optimal=0.8, final_optimal=0.5)
     gates = [(s.gate.metric, s.gate.threshold, s.gate.guard_max_cost_ratio) for s in stages]

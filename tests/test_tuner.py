@@ -167,6 +167,10 @@ def test_a_sample_becomes_a_valid_run_config():
     assert {s.gate.metric for s in smoke.curriculum.stages} == {"connectivity"}
     assert later.penalties.path_class == 1.0 and later.penalties.sparsity == 0.0  # below off_below: off
     assert later.penalties.budget == pytest.approx(0.1) and later.penalties.connectivity == pytest.approx(10**-2.4)
+    # the base's first-stage dense term (tiny: detour on 10x10) is not searched: every rung keeps it
+    assert {s.penalties.detour for s in config.curriculum.stages} == {1.0}
+    base["curriculum"]["stages"][0]["penalties"]["detour"] = 0.0
+    assert {s.penalties.detour for s in apply_point(base, point, space, 500).curriculum.stages} == {0.0}
     assert config.train.max_steps == 500
     assert weight_from_exponent(-2.6, -2.5) == 0.0 and weight_from_exponent(0.0, -2.5) == 1.0
 

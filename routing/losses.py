@@ -1,6 +1,6 @@
 """Training loss: HRM's stablemax cross-entropy and ACT Q losses, plus differentiable route penalties.
 
-    total = CE + 0.5 * (BCE(q_halt, halt_target) + BCE(q_continue, target_q_continue))
+    total = CE + w_q_head * (BCE(q_halt, halt_target) + BCE(q_continue, target_q_continue))   (HRM: w_q_head 0.5)
           + w_path_class * CE on PATH cells + w_sparsity * sparsity + w_budget * budget
           + w_coverage * coverage + w_connectivity * connectivity
           + w_detour * detour + w_optimal_set * BCE(route head, on-optimal) + w_cost_to_go * regression
@@ -234,11 +234,11 @@ def act_loss(
     ce = cell_ce.mean(-1).mean()
     q_halt_logits = outputs["q_halt_logits"]
     q_halt = F.binary_cross_entropy_with_logits(q_halt_logits, halt_target.to(q_halt_logits.dtype))
-    total = ce + 0.5 * q_halt
+    total = ce + weights.q_head * q_halt
     logs: dict[str, torch.Tensor] = {"ce": ce, "q_halt": q_halt}
     if "target_q_continue" in outputs:
         q_continue = F.binary_cross_entropy_with_logits(outputs["q_continue_logits"], outputs["target_q_continue"])
-        total = total + 0.5 * q_continue
+        total = total + weights.q_head * q_continue
         logs["q_continue"] = q_continue
 
     on = [name for name in PENALTY_TERMS + DENSE_TERMS if getattr(weights, name) > 0]

@@ -81,6 +81,12 @@ class PenaltyWeights(BaseModel):
         description="With path_class_cells=near_optimal: the largest relative detour (cost of the cheapest "
         "route through a cell / optimal cost - 1) of a cell the path_class term also weighs.",
     )
+    q_head: float = Field(
+        0.5,
+        ge=0.0,
+        description="Weight of the ACT Q-head's binary cross-entropies (q_halt, and q_continue where the model "
+        "has it), HRM's 0.5. They train the halting decision through the same trunk as the route.",
+    )
     route_target: RouteTarget = Field(
         "label",
         description="Which route the token loss teaches when a task has several optimal ones. label: the "

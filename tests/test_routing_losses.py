@@ -93,6 +93,24 @@ def test_base_loss_is_ce_plus_half_q_losses():
     assert "q_continue" not in logs_eval and torch.allclose(total_eval, ce + 0.5 * qh)
 
 
+def test_q_head_weight_scales_both_q_losses_and_nothing_else():
+    batch, out = routing_batch(), model_outputs()
+    halt_target = torch.tensor([True, False])
+    half, logs_half = act_loss(out, batch, halt_target, PenaltyWeights.off())
+    tenth, logs_tenth = act_loss(out, batch, halt_target, PenaltyWeights.off().model_copy(update={"q_head": 0.1}))
+    q_sum = logs_half["q_halt"] + logs_half["q_continue"]
+    assert torch.allclose(half - tenth, 0.4 * q_sum.to(half.dtype))
+    assert logs_tenth["ce"] == logs_half["ce"] and logs_tenth["q_halt"] == logs_half["q_halt"]
+    # At 0 the Q head gets no gradient from the loss; the route logits still do.
+    off = PenaltyWeights.off().model_copy(update={"q_head": 0.0})
+    total, _ = act_loss(out, batch, halt_target, off)
+    total.backward()
+    assert out["q_halt_logits"].grad is None or not out["q_halt_logits"].grad.any()
+    assert out["logits"].grad.abs().sum() > 0
+    with pytest.raises(ValueError):
+        PenaltyWeights(q_head=-0.5)
+
+
 # ---------------------------------------------------------------- penalty switches
 def test_penalty_weights_validation():
     with pytest.raises(ValueError):

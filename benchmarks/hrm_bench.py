@@ -21,6 +21,7 @@ from collections import deque
 import numpy as np
 import torch
 
+from curriculum.trainer.host_memory import keep_freed_memory
 from hrm.config import MODEL_PRESETS, ModelConfig, model_preset
 from hrm.model import HRM, autocast_dtype, count_parameters
 from hrm.optimizer import AdamATan2
@@ -200,14 +201,20 @@ def main() -> None:
         default=1,
         help="model.attention_pool: keys and values averaged over P x P squares",
     )
+    parser.add_argument(
+        "--system-malloc",
+        action="store_true",
+        help="leave glibc's allocator as it is (default: train.keep_freed_memory, as training runs)",
+    )
     args = parser.parse_args()
+    kept = not args.system_malloc and keep_freed_memory()
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     batch = args.batch or (256 if cuda else 32)
     steps = args.steps or (20 if cuda else 3)
     print(
         f"torch {torch.__version__}, device {torch.cuda.get_device_name(device) if cuda else 'cpu'}, "
-        f"{torch.get_num_threads()} CPU threads"
+        f"{torch.get_num_threads()} CPU threads, freed memory {'kept' if kept else 'as the allocator does by default'}"
     )
     sizes = [int(s) for s in args.sizes.split(",")]
     bench_training(args.preset, device, batch, sizes, steps, args.cpu_dtype, args.attention_pool)

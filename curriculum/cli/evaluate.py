@@ -163,6 +163,10 @@ def evaluate_checkpoint(
     from routing.training import evaluate, predict_tokens
 
     config, model, ema = load_trained(path, max(sizes), device)
+    if config.train.keep_freed_memory:  # as the run's own evaluations did
+        from curriculum.trainer.host_memory import keep_freed_memory
+
+        keep_freed_memory()
     if live:
         ema = None
     segments = segments if segments is not None else config.train.eval_segments

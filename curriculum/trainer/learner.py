@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from curriculum.core.config import RunConfig
+from curriculum.trainer.host_memory import keep_freed_memory
 from hrm.ema import EMA
 from hrm.model import HRM, HRMCarry
 from hrm.optimizer import AdamATan2, lr_at
@@ -24,6 +25,8 @@ def use_worker_cpus(config: RunConfig) -> None:
     torch.set_flush_denormal(True)
     # Task generation (Numba) shares the worker's CPUs: more threads than CPUs only contend.
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    if config.train.keep_freed_memory:
+        keep_freed_memory()
 
 
 class Learner:

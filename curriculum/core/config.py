@@ -72,7 +72,7 @@ class TrainConfig(BaseModel):
     keep_freed_memory: bool = Field(
         True,
         description="glibc: serve large tensors from the heap and keep freed memory for the next step instead "
-        "of mapping it anew (a third of a 40x40 CPU step went to the kernel's page faults); costs a higher "
+        "of mapping it anew (a fifth of a 40x40 CPU step's time went to the kernel's page faults); costs a higher "
         "resident peak. False = glibc's defaults.",
     )
 

@@ -2,10 +2,10 @@
 
 glibc serves every allocation above its mmap threshold (at most 32 MiB) with a fresh ``mmap`` and
 returns it with ``munmap`` when freed, so each step at 40x40 and batch 64 maps its large activations
-anew and the kernel zero-fills every page on first touch: on a 2-core CPU that was a third of a
-training step's time, spent in the kernel. Serving them from the heap and never trimming it reuses
-the same pages every step, at the price of a higher resident peak (the largest step's working set
-stays mapped). Elsewhere than glibc nothing changes.
+anew and the kernel zero-fills every page on first touch: on a 2-core CPU a fifth of a training
+step's CPU time went to the kernel (nearer a third with other work beside it). Serving them from
+the heap and never trimming it reuses the same pages every step, at the price of a higher resident
+peak (the largest step's working set stays mapped). Elsewhere than glibc nothing changes.
 """
 
 from __future__ import annotations

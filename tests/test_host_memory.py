@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from curriculum.core.presets import preset_config
-from curriculum.trainer.host_memory import ALLOCATOR_ENV, is_glibc, keep_freed_memory, worker_env
+from curriculum.trainer.host_memory import ALLOCATOR_ENV, is_glibc, keep_freed_memory, ray_runtime_env
 
 glibc_only = pytest.mark.skipif(not is_glibc(), reason="the settings are glibc's")
 
@@ -80,9 +80,10 @@ def test_keep_freed_memory_reports_that_glibc_took_the_settings():
     assert keep_freed_memory() is True
 
 
-def test_worker_environment_follows_the_config_field():
+def test_the_workers_runtime_env_follows_the_config_field():
     config = preset_config("smoke")
     assert config.train.keep_freed_memory is True
     off = config.model_copy(update={"train": config.train.model_copy(update={"keep_freed_memory": False})})
-    assert worker_env(off.train.keep_freed_memory) == {}
-    assert worker_env(config.train.keep_freed_memory) == (ALLOCATOR_ENV if is_glibc() else {})
+    assert ray_runtime_env(off.train.keep_freed_memory) is None
+    expected = {"env_vars": ALLOCATOR_ENV} if is_glibc() else None
+    assert ray_runtime_env(config.train.keep_freed_memory) == expected

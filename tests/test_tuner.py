@@ -365,3 +365,31 @@ def test_an_address_with_no_ray_cluster_exits_2_before_the_search_exists(tmp_pat
         result = run_tuner(["--preset", "smoke", "--address", f"127.0.0.1:{port}", "--out", "out"], tmp_path, 60)
     assert result.returncode == 2 and f"no Ray cluster at 127.0.0.1:{port}" in result.stderr, result.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def test_the_search_gives_its_workers_the_base_runs_allocator_environment(tmp_path):
+    from curriculum.trainer.host_memory import is_glibc
+
+    # A trial's workers start inside the search's Ray job: their environment is the one start_ray gives it.
+    probe = (
+        "import os, ray\n"
+        "from curriculum.core.presets import preset_config\n"
+        "from tuners.cluster import start_ray\n"
+        "base = preset_config('smoke').model_dump(mode='json')\n"
+        "for keep in (True, False):\n"
+        "    base['train']['keep_freed_memory'] = keep\n"
+        "    start_ray(None, base)\n"
+        "    print(ray.get(ray.remote(lambda: os.environ.get('MALLOC_ARENA_MAX')).remote()))\n"
+        "    ray.shutdown()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("MALLOC_")}
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=os.getcwd(),
+        env={**env, "RAY_AUTH_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == (["1", "None"] if is_glibc() else ["None", "None"])

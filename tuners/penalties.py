@@ -32,6 +32,7 @@ from curriculum.adapters.tracking import flatten_config
 from curriculum.core.overrides import apply_override, build_config, parse_override
 from curriculum.core.uris import redact_uri, usable_uri
 from oracle.cli_errors import OneLineParser, UsageError, describe_validation_error, run_cli
+from tuners.cluster import start_ray
 from tuners.resources import base_beside_driver
 from tuners.space import SearchSpace, apply_point, default_space
 
@@ -247,12 +248,7 @@ def _search(args, search: dict, space: SearchSpace, out_dir: Path) -> list[dict]
     from tuners.trials import TrialRunStatus, run_trial
 
     if not ray.is_initialized():
-        ray.init(
-            address=args.address or os.environ.get("RAY_ADDRESS") or "local",
-            logging_level="WARNING",
-            log_to_driver=False,
-            include_dashboard=False,
-        )
+        start_ray(args.address, search["base"])
     if search["search"] != "pbt":  # a trial's driver holds a sliver of a CPU beside its workers
         nodes = [node["Resources"].get("CPU", 0.0) for node in ray.nodes() if node["Alive"]]
         search = {**search, "base": base_beside_driver(search["base"], nodes, TRIAL_DRIVER_CPU)}

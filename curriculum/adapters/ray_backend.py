@@ -34,7 +34,7 @@ from curriculum.core.outcome import RunOutcome
 from curriculum.core.progress import Progress
 from curriculum.core.run_location import is_uri
 from curriculum.trainer.context import WorkerContext
-from curriculum.trainer.host_memory import worker_env
+from curriculum.trainer.host_memory import ray_runtime_env
 from curriculum.trainer.loop import run_curriculum
 from curriculum.trainer.reporting import final_report
 
@@ -244,8 +244,7 @@ def connect(config: RunConfig, run_dir: Path, address: Optional[str]) -> str:
                 log_to_driver=False,
                 configure_logging=True,
                 include_dashboard=False,
-                # The workers' allocator settings must be in their environment when they start (host_memory).
-                runtime_env={"env_vars": env} if (env := worker_env(config.train.keep_freed_memory)) else None,
+                runtime_env=ray_runtime_env(config.train.keep_freed_memory),
             )
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     num_workers = config.scaling.num_workers

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import platform
+from typing import Any, Optional
 
 # mallopt parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -41,6 +42,7 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, _NEVER_TRIM))
 
 
-def worker_env(keep: bool) -> dict[str, str]:
-    """Environment for worker processes started for a run (empty when ``keep`` is off or not glibc)."""
-    return dict(ALLOCATOR_ENV) if keep and is_glibc() else {}
+def ray_runtime_env(keep: bool) -> Optional[dict[str, Any]]:
+    """``runtime_env`` for ``ray.init``: the settings in every worker's environment (None when ``keep`` is off
+    or not glibc). They must be there when a worker process starts, hence the job's environment."""
+    return {"env_vars": dict(ALLOCATOR_ENV)} if keep and is_glibc() else None

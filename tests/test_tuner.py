@@ -367,7 +367,7 @@ def test_an_address_with_no_ray_cluster_exits_2_before_the_search_exists(tmp_pat
     assert not (tmp_path / "out").exists() and not (tmp_path / "mlflow.db").exists()
 
 
-def test_the_search_gives_its_workers_the_base_runs_allocator_environment(tmp_path):
+def test_the_search_gives_its_workers_the_base_runs_allocator_environment():
     from curriculum.trainer.host_memory import is_glibc
 
     # A trial's workers start inside the search's Ray job: their environment is the one start_ray gives it.
@@ -385,7 +385,6 @@ def test_the_search_gives_its_workers_the_base_runs_allocator_environment(tmp_pa
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS" and not k.startswith("MALLOC_")}
     done = subprocess.run(
         [sys.executable, "-c", probe],
-        cwd=os.getcwd(),
         env={**env, "RAY_AUTH_MODE": "disabled"},
         capture_output=True,
         text=True,

@@ -108,10 +108,22 @@ def two_optimal_routes(reference) -> tuple:
 
 
 # ---------------------------------------------------------------- real Ray nodes for integration tests
+_issued_ports: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now and never handed out before in this test process.
+
+    The OS may offer a port it just offered again once the probing socket is closed, and a node given the same port
+    for two of its listeners refuses to start; remembering what was handed out keeps every port distinct.
+    """
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _issued_ports:
+            _issued_ports.add(port)
+            return port
 
 
 def ray_env() -> dict:
